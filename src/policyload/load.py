@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from .kwargs import build_model_kwargs
@@ -24,19 +25,14 @@ def load_policy(spec: LoadSpec, topology: Topology | None = None) -> PreTrainedM
     kwargs = build_model_kwargs(spec, topology)
     try:
         return AutoModelForCausalLM.from_pretrained(spec.model_name_or_path, **kwargs)
-    except (OSError, EnvironmentError) as error:
+    except (OSError, SafetensorError) as error:
         failure = CheckpointError(
-            f"cannot load policy checkpoint {spec.model_name_or_path!r} at revision {spec.model_revision!r}: {error}"
+            f"cannot load policy checkpoint {spec.model_name_or_path!r} at revision {spec.model_revision!r}: "
+            f"{type(error).__name__}: {error}"
         )
-    except Exception as error:
-        if type(error).__module__.startswith("safetensors") or "safetensors" in str(error).lower():
-            failure = CheckpointError(
-                f"corrupt safetensors in policy checkpoint {spec.model_name_or_path!r}: {error}"
-            )
-        else:
-            raise
+    # Outside the except block, so the traceback (and the frames holding the half-built model) is gone.
     release_memory()
-    raise failure
+    raise failure from None
 
 
 def release_memory() -> None:

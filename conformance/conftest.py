@@ -1,0 +1,59 @@
+"""Session fixtures of the conformance suite, and the report header naming what was checked.
+
+The hub cache and the remote-code module cache are redirected before transformers is imported
+(both are read from the environment at import time): the suite reads only the fixture repo, and
+remote code it imports lands in a folder removed at the end of the session.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+_FIXTURES_ROOT = Path(os.environ.get("POLICYLOAD_FIXTURES", Path.home() / ".cache" / "policyload" / "fixtures"))
+os.environ["HF_HUB_CACHE"] = str(_FIXTURES_ROOT / "hub-cache")
+_MODULES_CACHE = tempfile.mkdtemp(prefix="policyload-hf-modules-")
+os.environ["HF_MODULES_CACHE"] = _MODULES_CACHE
+
+import pytest  # noqa: E402
+
+from fixtures.checkpoints import TINY_ARCHITECTURES, tiny_checkpoint  # noqa: E402
+from fixtures.hub_cache import hub_cache  # noqa: E402
+from fixtures.preference_data import preference_dataset  # noqa: E402
+from fixtures.remote_code import remote_code_checkpoint  # noqa: E402
+
+from .trl_release import FACTS, TRL, describe  # noqa: E402
+
+
+def pytest_report_header(config):
+    from importlib.metadata import version
+
+    import torch
+
+    versions = ", ".join(f"{name} {version(name)}" for name in ("trl", "transformers", "torch", "bitsandbytes", "accelerate"))
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return [f"policyload conformance: {versions}; device {device}", f"trl {TRL} facts: {describe(FACTS)}"]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_MODULES_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints() -> dict:
+    return {architecture: tiny_checkpoint(architecture) for architecture in TINY_ARCHITECTURES}
+
+
+@pytest.fixture(scope="session")
+def hub_revisions():
+    return hub_cache(Path(os.environ["HF_HUB_CACHE"]))
+
+
+@pytest.fixture(scope="session")
+def remote_code_path() -> Path:
+    return remote_code_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def preference_data() -> Path:
+    return preference_dataset()

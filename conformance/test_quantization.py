@@ -1,0 +1,41 @@
+"""Level 1: `build_quantization_config` against TRL's `get_quantization_config`, compared whole."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policyload import LoadSpec, build_quantization_config
+from policyload.cases import ConfigCase, config_cases
+
+from .agreement import assert_agrees, observe
+from .trl_oracle import model_config, quantization_config_dict
+
+LEVEL = "quantization"
+
+
+def reference(case: ConfigCase):
+    return quantization_config_dict(build_quantization_config(LoadSpec("model", **case.model_config_fields())))
+
+
+def trl(case: ConfigCase):
+    from trl import get_quantization_config
+
+    return quantization_config_dict(get_quantization_config(model_config("model", **case.model_config_fields())))
+
+
+@pytest.mark.parametrize("case", config_cases(), ids=lambda case: case.id)
+def test_quantization_config_matches_trl(case):
+    assert_agrees(LEVEL, case.id, observe(reference, case), observe(trl, case))
+
+
+# Valid values and the invalid ones people actually type.
+ANY_DTYPE = st.sampled_from([None, "auto", "bfloat16", "float16", "float32", "bf16", "fp16", "int8", "float64"])
+ANY_QUANTIZATION = st.sampled_from(["none", "8bit", "4bit", "4bit+8bit"])
+ANY_QUANT_TYPE = st.sampled_from(["nf4", "fp4", "int4", "NF4"])
+ANY_STORAGE = st.sampled_from([None, "uint8", "int8", "float16", "bfloat16", "float32", "float64", "bf16", "int4"])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.builds(ConfigCase, ANY_DTYPE, ANY_QUANTIZATION, ANY_QUANT_TYPE, st.booleans(), ANY_STORAGE))
+def test_any_input_agrees_with_trl_or_is_a_listed_divergence(case):
+    assert_agrees(LEVEL, case.id, observe(reference, case), observe(trl, case))

@@ -1,0 +1,118 @@
+"""Run TRL's own code and observe what it does; never a re-typed copy of it.
+
+Everything that depends on the TRL release goes through `trl_release.FACTS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from unittest import mock
+
+import torch
+import transformers
+from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+from policyload import Topology
+
+from .trl_release import FACTS
+
+
+def model_config(path: str, **fields):
+    """A TRL `ModelConfig` for `fields` (LoadSpec names), spelled the way the installed release wants."""
+    from trl import ModelConfig
+
+    fields = dict(fields)
+    if FACTS.dtype_field != "dtype" and "dtype" in fields:
+        fields[FACTS.dtype_field] = fields.pop("dtype")
+    if FACTS.trust_remote_code_on != "ModelConfig":
+        fields.pop("trust_remote_code", None)
+    return ModelConfig(model_name_or_path=path, **fields)
+
+
+def comparable_kwargs(kwargs: dict) -> dict:
+    """`from_pretrained` keywords as a comparable dict.
+
+    A keyword passed as None is the same call as the keyword left out (None is
+    `from_pretrained`'s default for `device_map` and `quantization_config`), so None values of
+    those two are dropped; a `BitsAndBytesConfig` becomes its `to_dict()`; a dtype its name.
+    """
+    comparable = {}
+    for key, value in kwargs.items():
+        if key in ("device_map", "quantization_config") and value is None:
+            continue
+        if isinstance(value, transformers.BitsAndBytesConfig):
+            value = value.to_dict()
+        if isinstance(value, torch.dtype):
+            value = str(value).removeprefix("torch.")
+        comparable[key] = value
+    return comparable
+
+
+def quantization_config_dict(config) -> dict | None:
+    return None if config is None else config.to_dict()
+
+
+class _FakeState:
+    """Stands in for accelerate's `PartialState` as TRL reads it: the local rank and the device."""
+
+    def __init__(self, topology: Topology):
+        self.local_process_index = topology.local_process_index
+        self.device = torch.device(topology.accelerator or "cpu", topology.local_process_index if topology.accelerator else None)
+
+
+@contextlib.contextmanager
+def simulated_topology(topology: Topology, *functions):
+    """Make TRL's `functions` see `topology`: patch `torch.cuda.is_available` and, in each
+    function's own module globals, `PartialState` and `is_torch_xpu_available`."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(torch.cuda, "is_available", lambda: topology.accelerator == "cuda"))
+        for function in functions:
+            namespace = function.__globals__
+            stack.enter_context(mock.patch.dict(namespace, {"PartialState": lambda: _FakeState(topology)}))
+            if "is_torch_xpu_available" in namespace:
+                stack.enter_context(
+                    mock.patch.dict(namespace, {"is_torch_xpu_available": lambda *a, **k: topology.accelerator == "xpu"})
+                )
+        yield
+
+
+class _Captured(Exception):
+    """Raised by the intercepted `from_pretrained` to stop TRL before any weights are read."""
+
+    def __init__(self, path, kwargs):
+        super().__init__(path)
+        self.path, self.kwargs = path, kwargs
+
+
+@contextlib.contextmanager
+def intercepted_from_pretrained():
+    """Replace `from_pretrained` of every auto class and every model class with a recorder that
+    raises `_Captured` at the first (outermost) call, whatever class TRL goes through."""
+
+    def recorder(cls, path, *args, **kwargs):
+        raise _Captured(path, kwargs)
+
+    with mock.patch.object(_BaseAutoModelClass, "from_pretrained", classmethod(recorder)), mock.patch.object(
+        transformers.PreTrainedModel, "from_pretrained", classmethod(recorder)
+    ):
+        yield
+
+
+def capture_from_pretrained(run) -> tuple[str, dict]:
+    """Run `run()` (TRL code) with `from_pretrained` intercepted; return (path, kwargs) it passed."""
+    with intercepted_from_pretrained():
+        try:
+            run()
+        except _Captured as captured:
+            return captured.path, captured.kwargs
+    raise AssertionError("TRL's code returned without calling from_pretrained")
+
+
+def trainer_device_map(path: str, topology: Topology) -> dict | str | None:
+    """The `device_map` TRL >= 1.8's trainer path (`create_model_from_path`) picks for `topology`."""
+    from trl.trainer.utils import create_model_from_path
+
+    with simulated_topology(topology, create_model_from_path):
+        _, kwargs = capture_from_pretrained(lambda: create_model_from_path(path, dtype="float32"))
+    return kwargs.get("device_map")
