@@ -197,3 +197,21 @@ def measured_model_bytes(model: nn.Module) -> int:
             storage = item.untyped_storage()
             seen[(str(item.device), storage.data_ptr())] = storage.nbytes()
     return sum(seen.values())
+
+
+#: Headroom a load needs beyond the model's own bytes: transformers' transient copies of one
+#: tensor on the host, the CUDA context and workspace on a GPU. Rough, and only used to skip
+#: cases that cannot fit, never to judge a measurement.
+HOST_HEADROOM_BYTES = 512 * 1024**2
+DEVICE_HEADROOM_BYTES = 1024**3
+
+
+def fit_problem(what: str, needed_bytes: int, available_bytes: int) -> str | None:
+    """A skip reason if `needed_bytes` exceed `available_bytes` of `what`, else None."""
+    if needed_bytes <= available_bytes:
+        return None
+    gib = 1024**3
+    return (
+        f"does not fit: needs {needed_bytes / gib:.1f} GiB of {what} (memory model), "
+        f"{available_bytes / gib:.1f} GiB available"
+    )

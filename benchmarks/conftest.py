@@ -1,0 +1,154 @@
+"""Options, markers and fixtures of the load benchmarks.
+
+    pytest benchmarks --benchmark-json out/bench.json      tiny checkpoints, full matrix
+    pytest benchmarks --quick                              1 round, no warm-up (also POLICYLOAD_BENCH_QUICK=1)
+    pytest benchmarks --realsize                           + Qwen2-0.5B, Llama-3.2-1B, Llama-3.1-8B shapes
+    pytest benchmarks --checkpoint PATH_OR_HUB_ID          + any local or cached checkpoint (repeatable)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import pytest
+
+from benchmarks.matrix import Checkpoint, cases, checkpoint_token
+from fixtures.checkpoints import TINY_ARCHITECTURES, tiny_checkpoint
+from fixtures.realsize import REALSIZE_ARCHITECTURES, realsize_path
+
+ROUNDS, WARMUP_ROUNDS = 5, 1
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("policyload benchmarks")
+    group.addoption("--realsize", action="store_true", help="also run the real-size checkpoints (built on first use, GBs)")
+    group.addoption(
+        "--checkpoint", action="append", default=[], metavar="PATH_OR_CACHED_HUB_ID",
+        help="also benchmark this checkpoint (a folder, or a hub id already in the offline cache); repeatable",
+    )
+    group.addoption("--quick", action="store_true", help="1 round, no warm-up (CI); also POLICYLOAD_BENCH_QUICK=1")
+
+
+def pytest_configure(config):
+    # pytest-benchmark disables itself under xdist and the numbers of parallel loads would be
+    # meaningless anyway (they share cores, memory bandwidth and the page cache).
+    if hasattr(config, "workerinput") or getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError("benchmarks never run under xdist: drop -n/--numprocesses")
+
+
+def quick_mode(config) -> bool:
+    return config.getoption("--quick") or os.environ.get("POLICYLOAD_BENCH_QUICK", "") not in ("", "0")
+
+
+def benchmark_checkpoints(config) -> list[Checkpoint]:
+    checkpoints = [Checkpoint(name, str(tiny_checkpoint(name)), "tiny") for name in TINY_ARCHITECTURES]
+    checkpoints += [Checkpoint(name, str(realsize_path(name)), "realsize") for name in REALSIZE_ARCHITECTURES]
+    checkpoints += [Checkpoint(checkpoint_token(source), source, "user") for source in config.getoption("--checkpoint")]
+    return checkpoints
+
+
+def pytest_generate_tests(metafunc):
+    if "case" in metafunc.fixturenames:
+        params = [
+            pytest.param(case, id=case.id, marks=[pytest.mark.realsize] if case.checkpoint.kind == "realsize" else [])
+            for case in cases(benchmark_checkpoints(metafunc.config))
+        ]
+        metafunc.parametrize("case", params)
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--realsize"):
+        return
+    skip = pytest.mark.skip(reason="real-size case: run with --realsize")
+    for item in items:
+        if "realsize" in item.keywords:
+            item.add_marker(skip)
+
+
+def library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("torch", "transformers", "trl", "bitsandbytes", "accelerate", "policyload"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_info() -> dict:
+    """What the numbers were measured on: `device` is the key `policyload.report compare` checks."""
+    import torch
+
+    from policyload.measure import device_description
+
+    info = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    if torch.cuda.is_available():
+        info.update(device_description())
+        info["device"] = info.get("gpu_name") or torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    else:
+        info["device"] = f"cpu ({info['cpu']}, {info['cpu_count']} cores)"
+    return info
+
+
+def pytest_report_header(config):
+    versions = ", ".join(f"{name} {value}" for name, value in library_versions().items())
+    mode = "quick (1 round, no warm-up)" if quick_mode(config) else f"{ROUNDS} rounds, {WARMUP_ROUNDS} warm-up"
+    return [f"policyload bench: {versions}", f"policyload bench device: {device_info()['device']}; {mode}"]
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["policyload"] = {
+        **library_versions(), **device_info(), "quick": quick_mode(config),
+        **getattr(config, "_policyload_session_info", {}),
+    }
+
+
+@pytest.fixture(scope="session")
+def rounds(pytestconfig) -> tuple[int, int]:
+    """(rounds, warm-up rounds) of every case."""
+    return (1, 0) if quick_mode(pytestconfig) else (ROUNDS, WARMUP_ROUNDS)
+
+
+@pytest.fixture(scope="session")
+def fresh_process_server(pytestconfig):
+    from policyload.measure import FreshProcessServer
+
+    with FreshProcessServer() as server:
+        pytestconfig._policyload_session_info = {"cold_import_s": server.import_s}
+        yield server
+
+
+@pytest.fixture(scope="session")
+def host_to_device(pytestconfig) -> dict:
+    """Pinned and pageable host-to-device bandwidth, once per session ({} without CUDA)."""
+    import torch
+
+    from policyload.measure import host_to_device_bandwidth
+
+    if not torch.cuda.is_available():
+        return {}
+    result = host_to_device_bandwidth()
+    getattr(pytestconfig, "_policyload_session_info", {}).update(result)
+    return result
+
+
+@pytest.fixture(scope="session")
+def read_bandwidth():
+    """checkpoint folder -> its read bandwidth, measured once per session."""
+    from policyload.measure import file_read_bandwidth
+
+    measured: dict[str, dict] = {}
+
+    def measure(folder: Path) -> dict:
+        key = str(folder)
+        if key not in measured:
+            files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+            measured[key] = file_read_bandwidth(files)
+        return measured[key]
+
+    return measure
