@@ -116,3 +116,43 @@ def trainer_device_map(path: str, topology: Topology) -> dict | str | None:
     with simulated_topology(topology, create_model_from_path):
         _, kwargs = capture_from_pretrained(lambda: create_model_from_path(path, dtype="float32"))
     return kwargs.get("device_map")
+
+
+def recipe_kwargs(path: str, fields: dict, dataset_dir, output_dir, topology: Topology | None = None) -> dict:
+    """The keywords TRL's own DPO entry point (`trl.scripts.dpo.main`) passes to `from_pretrained`
+    for a `ModelConfig` made of `fields`, captured by interception, made comparable.
+
+    With `topology`, TRL's device decision (`get_kbit_device_map`, or `create_model_from_path`
+    from 1.8) sees that topology instead of this machine's.
+    """
+    from trl import DatasetMixtureConfig, DPOConfig, ScriptArguments
+    from trl.scripts import dpo
+
+    fields = dict(fields)
+    trust_remote_code = fields.get("trust_remote_code", False)
+    training_fields = {"trust_remote_code": trust_remote_code} if FACTS.trust_remote_code_on == "DPOConfig" else {}
+    # bf16=False: training precision does not reach from_pretrained, and bf16 training fails on CPU.
+    training_args = DPOConfig(output_dir=str(output_dir), report_to="none", bf16=False, **training_fields)
+    script_args = ScriptArguments(dataset_name=str(dataset_dir))
+    arguments = (script_args, training_args, model_config(path, **fields), DatasetMixtureConfig())
+    device_deciders = []
+    if topology is not None:
+        if FACTS.has_kbit_device_map:
+            from trl import get_kbit_device_map as decider
+        else:
+            from trl.trainer.utils import create_model_from_path as decider
+        device_deciders.append(decider)
+    with simulated_topology(topology or Topology(None), *device_deciders):
+        _, kwargs = capture_from_pretrained(lambda: dpo.main(*arguments))
+    return comparable_kwargs(kwargs)
+
+
+def reference_spec(path: str, fields: dict):
+    """The `LoadSpec` a user of the installed TRL gets: `LoadSpec.from_model_config` of the same
+    `ModelConfig` TRL reads (so release defaults such as dtype="float32" from 0.29 carry over),
+    with `trust_remote_code` from the training config where TRL >= 1.7 keeps it."""
+    from policyload import LoadSpec
+
+    config = model_config(path, **fields)
+    overrides = {} if hasattr(config, "trust_remote_code") else {"trust_remote_code": fields.get("trust_remote_code", False)}
+    return LoadSpec.from_model_config(config, **overrides)

@@ -1,0 +1,118 @@
+"""Level 4: `load_policy` on every tiny checkpoint for every dtype x quantization case.
+
+Expectations come from the case and the checkpoint itself (its config.json and a meta-device
+copy of its architecture), never from the loaded model.
+"""
+
+import json
+from functools import cache
+from importlib.metadata import version
+
+import bitsandbytes as bnb
+import pytest
+import torch
+import transformers
+from packaging.version import Version
+from transformers.pytorch_utils import Conv1D
+
+from fixtures.checkpoints import TINY_ARCHITECTURES
+from policyload import LoadSpec, load_policy
+from policyload.cases import ConfigCase, load_cases
+
+QUANTIZED_CLASS = {"4bit": bnb.nn.Linear4bit, "8bit": bnb.nn.Linear8bitLt}
+#: transformers 5 made dtype=None mean "the checkpoint's dtype"; before, it meant float32.
+NONE_MEANS_AUTO = Version(version("transformers")) >= Version("5")
+
+
+def checkpoint_dtype(path) -> torch.dtype:
+    config = json.loads((path / "config.json").read_text())
+    return getattr(torch, config.get("dtype") or config["torch_dtype"])
+
+
+def expected_dtype(case: ConfigCase, path) -> torch.dtype:
+    if case.dtype == "auto" or (case.dtype is None and NONE_MEANS_AUTO):
+        return checkpoint_dtype(path)
+    return getattr(torch, case.dtype or "float32")
+
+
+@cache
+def linear_layer_names(path) -> frozenset:
+    """Names of the projection layers bitsandbytes replaces: every Linear / Conv1D but the head."""
+    config = transformers.AutoConfig.from_pretrained(path)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    output_names = {name for name, module in model.named_modules() if module is model.get_output_embeddings()}
+    return frozenset(
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, (torch.nn.Linear, Conv1D)) and name not in output_names
+    )
+
+
+def load_params():
+    return [
+        pytest.param(architecture, case, id=f"{architecture}-{case.id}")
+        for architecture in TINY_ARCHITECTURES
+        for case in load_cases()
+    ]
+
+
+@pytest.mark.parametrize("architecture, case", load_params())
+def test_load_policy(architecture, case, tiny_checkpoints):
+    path = tiny_checkpoints[architecture]
+    if not case.valid:
+        with pytest.raises(ValueError, match="LoadSpec.dtype='auto' is not accepted with load_in_4bit=True"):
+            load_policy(LoadSpec(str(path), **case.model_config_fields()))
+        return
+
+    model = load_policy(LoadSpec(str(path), **case.model_config_fields()))
+
+    assert model.dtype == expected_dtype(case, path)
+    assert model.config._attn_implementation == "sdpa"  # transformers' default where no choice is made
+    quantized = {name for name, module in model.named_modules() if isinstance(module, tuple(QUANTIZED_CLASS.values()))}
+    if case.quantization == "none":
+        assert quantized == set()
+    else:
+        assert quantized == linear_layer_names(path)
+        assert {type(model.get_submodule(name)) for name in quantized} == {QUANTIZED_CLASS[case.quantization]}
+    if case.quantization == "4bit":
+        layer = model.get_submodule(sorted(quantized)[0])
+        state = layer.weight.quant_state
+        assert (state.quant_type, state.nested, layer.compute_dtype, layer.weight.dtype) == (
+            case.quant_type,
+            case.nested,
+            getattr(torch, case.dtype or "float32"),
+            getattr(torch, case.storage or "uint8"),
+        )
+    input_ids = torch.arange(8).unsqueeze(0)
+    with torch.no_grad():
+        logits = model(input_ids).logits
+    assert logits.shape == (1, 8, model.config.vocab_size)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("architecture", TINY_ARCHITECTURES)
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("quantization", ["none", "4bit"])
+def test_attention_implementation_is_applied(architecture, attn_implementation, quantization, tiny_checkpoints):
+    spec = LoadSpec(
+        str(tiny_checkpoints[architecture]), dtype="bfloat16", attn_implementation=attn_implementation,
+        load_in_4bit=quantization == "4bit",
+    )
+    model = load_policy(spec)
+    assert model.config._attn_implementation == attn_implementation
+
+
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("flash_attn") is not None, reason="requires flash-attn to be absent"
+)
+def test_flash_attention_2_without_flash_attn_fails_as_transformers_does(tiny_checkpoints):
+    path = str(tiny_checkpoints["llama"])
+    with pytest.raises(Exception) as transformers_error:
+        transformers.AutoModelForCausalLM.from_pretrained(path, attn_implementation="flash_attention_2")
+    with pytest.raises(Exception) as policyload_error:
+        load_policy(LoadSpec(path, attn_implementation="flash_attention_2"))
+    assert (type(policyload_error.value), str(policyload_error.value)) == (
+        type(transformers_error.value),
+        str(transformers_error.value),
+    )
