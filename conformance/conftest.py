@@ -5,6 +5,7 @@ The hub cache and the remote-code module cache are redirected before transformer
 remote code it imports lands in a folder removed at the end of the session.
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -35,8 +36,36 @@ def pytest_report_header(config):
     return [f"policyload conformance: {versions}; device {device}", f"trl {TRL} facts: {describe(FACTS)}"]
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--observations",
+        metavar="PATH",
+        help="write, per recipe case, what TRL's recipe passed to from_pretrained (JSON; input of python -m policyload.drift)",
+    )
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_MODULES_CACHE, ignore_errors=True)
+    path = session.config.getoption("--observations")
+    if path and _OBSERVATIONS:
+        from importlib.metadata import version
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        record = {"trl": str(TRL), "transformers": version("transformers"), "observations": _OBSERVATIONS}
+        Path(path).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+
+
+_OBSERVATIONS: dict = {}
+
+
+@pytest.fixture(scope="session")
+def record_observation():
+    """`record_observation(case_id, outcome)`: keep what TRL did for the drift report."""
+
+    def record(case_id: str, outcome) -> None:
+        _OBSERVATIONS[case_id] = {"error": outcome.error} if outcome.error else outcome.value
+
+    return record
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,11 @@ TRL's `scripts/dpo.py main()` runs for real, on a real `ModelConfig` and `DPOCon
 
 import pytest
 
-from policyload import Topology, build_model_kwargs
+from policyload import LoadSpec, Topology, build_model_kwargs
 from policyload.cases import load_cases
 
 from .agreement import assert_agrees, observe
-from .trl_oracle import comparable_kwargs, recipe_kwargs, reference_spec
+from .trl_oracle import comparable_kwargs, model_config, recipe_kwargs, reference_spec
 
 LEVEL = "recipe"
 #: A second machine shape for the quantized cases: local rank 1 of a CUDA node.
@@ -31,10 +31,16 @@ def recipe_cases():
 
 
 @pytest.mark.parametrize("case, topology", recipe_cases())
-def test_recipe_kwargs_match_trl(case, topology, tiny_checkpoints, preference_data, tmp_path):
+def test_recipe_kwargs_match_trl(case, topology, tiny_checkpoints, preference_data, tmp_path, record_observation):
     path = str(tiny_checkpoints["llama"])
+    case_id = f"{case.id}-{topology.token}"
     trl = observe(recipe_kwargs, path, case.model_config_fields(), preference_data, tmp_path, topology)
-    assert_agrees(LEVEL, f"{case.id}-{topology.token}", observe(reference, path, case.model_config_fields(), topology), trl)
+    record_observation(case_id, trl)
+    assert_agrees(LEVEL, case_id, observe(reference, path, case.model_config_fields(), topology), trl)
+
+
+def fields_id(fields: dict) -> str:
+    return "-".join(f"{key}={value}" for key, value in fields.items()) or "defaults"
 
 
 @pytest.mark.parametrize(
@@ -46,10 +52,24 @@ def test_recipe_kwargs_match_trl(case, topology, tiny_checkpoints, preference_da
         {"trust_remote_code": True},
         {},  # every field at the installed release's default
     ],
-    ids=lambda fields: "-".join(f"{key}={value}" for key, value in fields.items()) or "defaults",
+    ids=lambda fields: fields_id(fields),
 )
-def test_recipe_passes_other_fields(fields, tiny_checkpoints, preference_data, tmp_path):
+def test_recipe_passes_other_fields(fields, tiny_checkpoints, preference_data, tmp_path, record_observation):
     path = str(tiny_checkpoints["llama"])
-    case_id = "-".join(f"{key}={value}" for key, value in fields.items())
-    reference_kwargs = observe(reference, path, fields, Topology(None))
-    assert_agrees(LEVEL, case_id, reference_kwargs, observe(recipe_kwargs, path, fields, preference_data, tmp_path))
+    case_id = fields_id(fields)
+    trl = observe(recipe_kwargs, path, fields, preference_data, tmp_path)
+    record_observation(case_id, trl)
+    assert_agrees(LEVEL, case_id, observe(reference, path, fields, Topology(None)), trl)
+
+
+def test_trust_remote_code_set_on_model_config(tiny_checkpoints, preference_data, tmp_path, record_observation):
+    """Code written for TRL < 1.7 sets `model_args.trust_remote_code = True`; from 1.7 TRL reads
+    the training config's field instead, and the attribute is silently ignored."""
+    path = str(tiny_checkpoints["llama"])
+    case_id = "trust_remote_code-on-ModelConfig"
+    config = model_config(path)
+    config.trust_remote_code = True
+    trl = observe(recipe_kwargs, path, {}, preference_data, tmp_path, model_config_object=config)
+    record_observation(case_id, trl)
+    reference_kwargs = observe(lambda: comparable_kwargs(build_model_kwargs(LoadSpec.from_model_config(config), Topology(None))))
+    assert_agrees(LEVEL, case_id, reference_kwargs, trl)

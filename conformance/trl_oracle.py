@@ -118,10 +118,13 @@ def trainer_device_map(path: str, topology: Topology) -> dict | str | None:
     return kwargs.get("device_map")
 
 
-def recipe_kwargs(path: str, fields: dict, dataset_dir, output_dir, topology: Topology | None = None) -> dict:
+def recipe_kwargs(
+    path: str, fields: dict, dataset_dir, output_dir, topology: Topology | None = None, model_config_object=None
+) -> dict:
     """The keywords TRL's own DPO entry point (`trl.scripts.dpo.main`) passes to `from_pretrained`
     for a `ModelConfig` made of `fields`, captured by interception, made comparable.
 
+    `model_config_object`, when given, is used as the `ModelConfig` instead of one made of `fields`.
     With `topology`, TRL's device decision (`get_kbit_device_map`, or `create_model_from_path`
     from 1.8) sees that topology instead of this machine's.
     """
@@ -134,7 +137,8 @@ def recipe_kwargs(path: str, fields: dict, dataset_dir, output_dir, topology: To
     # bf16=False: training precision does not reach from_pretrained, and bf16 training fails on CPU.
     training_args = DPOConfig(output_dir=str(output_dir), report_to="none", bf16=False, **training_fields)
     script_args = ScriptArguments(dataset_name=str(dataset_dir))
-    arguments = (script_args, training_args, model_config(path, **fields), DatasetMixtureConfig())
+    model_args = model_config_object or model_config(path, **fields)
+    arguments = (script_args, training_args, model_args, DatasetMixtureConfig())
     device_deciders = []
     if topology is not None:
         if FACTS.has_kbit_device_map:
