@@ -16,8 +16,8 @@ from .agreement import assert_agrees, observe
 from .trl_oracle import comparable_kwargs, model_config, recipe_kwargs, reference_spec
 
 LEVEL = "recipe"
-#: A second machine shape for the quantized cases: local rank 1 of a CUDA node.
-SIMULATED = Topology("cuda", 1)
+#: This machine, and two simulated ones: local rank 1 of a CUDA node, an XPU.
+TOPOLOGIES = (Topology(None), Topology("cuda", 1), Topology("xpu", 0))
 
 
 def reference(path: str, fields: dict, topology: Topology) -> dict:
@@ -25,9 +25,9 @@ def reference(path: str, fields: dict, topology: Topology) -> dict:
 
 
 def recipe_cases():
-    cases = [(case, Topology(None)) for case in load_cases()]
-    cases += [(case, SIMULATED) for case in load_cases() if case.storage is None]
-    return [pytest.param(case, topology, id=f"{case.id}-{topology.token}") for case, topology in cases]
+    return [
+        pytest.param(case, topology, id=f"{case.id}-{topology.token}") for topology in TOPOLOGIES for case in load_cases()
+    ]
 
 
 @pytest.mark.parametrize("case, topology", recipe_cases())
@@ -43,17 +43,21 @@ def fields_id(fields: dict) -> str:
     return "-".join(f"{key}={value}" for key, value in fields.items()) or "defaults"
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"model_revision": "v2"},
-        {"attn_implementation": "eager"},
-        {"attn_implementation": "sdpa", "dtype": "bfloat16"},
-        {"trust_remote_code": True},
-        {},  # every field at the installed release's default
-    ],
-    ids=lambda fields: fields_id(fields),
-)
+FIELD_CASES = [
+    {"model_revision": "v2"},
+    {"attn_implementation": "eager"},
+    {"attn_implementation": "sdpa", "dtype": "bfloat16"},
+    {"trust_remote_code": True},
+    {},  # every field at the installed release's default
+]
+TRUST_REMOTE_CODE_CASE = "trust_remote_code-on-ModelConfig"
+
+
+def recipe_case_ids() -> set:
+    return {param.id for param in recipe_cases()} | {fields_id(f) for f in FIELD_CASES} | {TRUST_REMOTE_CODE_CASE}
+
+
+@pytest.mark.parametrize("fields", FIELD_CASES, ids=fields_id)
 def test_recipe_passes_other_fields(fields, tiny_checkpoints, preference_data, tmp_path, record_observation):
     path = str(tiny_checkpoints["llama"])
     case_id = fields_id(fields)
@@ -66,7 +70,7 @@ def test_trust_remote_code_set_on_model_config(tiny_checkpoints, preference_data
     """Code written for TRL < 1.7 sets `model_args.trust_remote_code = True`; from 1.7 TRL reads
     the training config's field instead, and the attribute is silently ignored."""
     path = str(tiny_checkpoints["llama"])
-    case_id = "trust_remote_code-on-ModelConfig"
+    case_id = TRUST_REMOTE_CODE_CASE
     config = model_config(path)
     config.trust_remote_code = True
     trl = observe(recipe_kwargs, path, {}, preference_data, tmp_path, model_config_object=config)

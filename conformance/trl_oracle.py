@@ -85,17 +85,33 @@ class _Captured(Exception):
         self.path, self.kwargs = path, kwargs
 
 
+def _classes_with_own_from_pretrained() -> list[type]:
+    """Every loaded model class that defines `from_pretrained` itself. transformers gives each auto
+    class its own copy of the function, so patching the base classes alone would miss
+    `AutoModelForCausalLM` and record the inner call it makes (with `config=` added)."""
+    found, pending, seen = [], [transformers.PreTrainedModel, _BaseAutoModelClass], set()
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        pending.extend(cls.__subclasses__())
+        if "from_pretrained" in vars(cls):
+            found.append(cls)
+    return found
+
+
 @contextlib.contextmanager
 def intercepted_from_pretrained():
-    """Replace `from_pretrained` of every auto class and every model class with a recorder that
-    raises `_Captured` at the first (outermost) call, whatever class TRL goes through."""
+    """Replace `from_pretrained` of every auto class and model class with a recorder that raises
+    `_Captured` at the first (outermost) call, whatever class TRL goes through."""
 
     def recorder(cls, path, *args, **kwargs):
         raise _Captured(path, kwargs)
 
-    with mock.patch.object(_BaseAutoModelClass, "from_pretrained", classmethod(recorder)), mock.patch.object(
-        transformers.PreTrainedModel, "from_pretrained", classmethod(recorder)
-    ):
+    with contextlib.ExitStack() as stack:
+        for cls in _classes_with_own_from_pretrained():
+            stack.enter_context(mock.patch.object(cls, "from_pretrained", classmethod(recorder)))
         yield
 
 
@@ -153,7 +169,7 @@ def recipe_kwargs(
 
 def reference_spec(path: str, fields: dict):
     """The `LoadSpec` a user of the installed TRL gets: `LoadSpec.from_model_config` of the same
-    `ModelConfig` TRL reads (so release defaults such as dtype="float32" from 0.29 carry over),
+    `ModelConfig` TRL reads (so release defaults such as dtype="float32" from 0.27 carry over),
     with `trust_remote_code` from the training config where TRL >= 1.7 keeps it."""
     from policyload import LoadSpec
 

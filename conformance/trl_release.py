@@ -20,7 +20,7 @@ class ReleaseFacts:
     since: str
     #: `ModelConfig` field holding the load dtype ("torch_dtype" up to 0.22).
     dtype_field: str
-    #: `ModelConfig.dtype` default: None, then "float32" from 0.29.
+    #: `ModelConfig.dtype` default: None, then "float32" from 0.27 (read off 0.26.2 and 0.27.0).
     default_dtype: str | None
     #: Up to 0.25, `get_quantization_config` set `bnb_4bit_quant_storage` to the load dtype.
     quant_storage_follows_dtype: bool
@@ -39,7 +39,7 @@ _ROWS = [
     ReleaseFacts("0.22", "torch_dtype", None, True, "ModelConfig", True, "direct"),
     ReleaseFacts("0.23", "dtype", None, True, "ModelConfig", True, "direct"),
     ReleaseFacts("0.26", "dtype", None, False, "ModelConfig", True, "direct"),
-    ReleaseFacts("0.29", "dtype", "float32", False, "ModelConfig", True, "direct"),
+    ReleaseFacts("0.27", "dtype", "float32", False, "ModelConfig", True, "direct"),
     ReleaseFacts("1.5", "dtype", "float32", False, "ModelConfig", True, "trainer"),
     ReleaseFacts("1.7", "dtype", "float32", False, "DPOConfig", True, "trainer"),
     ReleaseFacts("1.8", "dtype", "float32", False, "DPOConfig", False, "trainer"),
