@@ -20,7 +20,8 @@ from policyload import LoadSpec, load_policy
 from policyload.cases import ConfigCase, load_cases
 
 QUANTIZED_CLASS = {"4bit": bnb.nn.Linear4bit, "8bit": bnb.nn.Linear8bitLt}
-#: transformers 5 made dtype=None mean "the checkpoint's dtype"; before, it meant float32.
+#: transformers 5 made dtype=None mean "the checkpoint's dtype"; before, it meant float32, and
+#: float16 for bitsandbytes loads (the bnb quantizer's `update_torch_dtype` in transformers 4.x).
 NONE_MEANS_AUTO = Version(version("transformers")) >= Version("5")
 
 
@@ -32,7 +33,9 @@ def checkpoint_dtype(path) -> torch.dtype:
 def expected_dtype(case: ConfigCase, path) -> torch.dtype:
     if case.dtype == "auto" or (case.dtype is None and NONE_MEANS_AUTO):
         return checkpoint_dtype(path)
-    return getattr(torch, case.dtype or "float32")
+    if case.dtype is None:
+        return torch.float32 if case.quantization == "none" else torch.float16
+    return getattr(torch, case.dtype)
 
 
 @cache

@@ -27,6 +27,8 @@ def model_config(path: str, **fields):
         fields[FACTS.dtype_field] = fields.pop("dtype")
     if FACTS.trust_remote_code_on != "ModelConfig":
         fields.pop("trust_remote_code", None)
+    if FACTS.quant_storage_follows_dtype:  # no bnb_4bit_quant_storage field before TRL 0.26
+        fields.pop("bnb_4bit_quant_storage", None)
     return ModelConfig(model_name_or_path=path, **fields)
 
 

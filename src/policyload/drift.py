@@ -5,7 +5,7 @@ TRL release (`tox -m trl-matrix` writes them to out/observations/). For each pai
 consecutive releases, every recipe case whose `from_pretrained` keywords differ is listed,
 grouped by cause. Built only from what the runs observed; nothing here knows TRL's history.
 
-    python -m policyload.drift out/observations/*.json
+    python -m policyload.drift out/observations
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ def cause(keyword: str, case_id: str) -> str:
     return f"other ({keyword})"
 
 
-def flatten(value, prefix: str = "") -> dict:
-    """One level of `quantization_config.*` keys, so a difference names the field that changed."""
-    if not isinstance(value, dict):
-        return {prefix or "value": value}
-    flat = {}
-    for key, item in value.items():
-        name = f"{prefix}.{key}" if prefix else key
-        flat.update(flatten(item, name) if isinstance(item, dict) else {name: item})
+def flatten(kwargs) -> dict:
+    """`quantization_config` spelled out as `quantization_config.<field>` keys, so that a
+    difference names the field that changed; an error outcome is the keyword `error`."""
+    if not isinstance(kwargs, dict):
+        return {"value": kwargs}
+    flat = {key: value for key, value in kwargs.items() if key != "quantization_config"}
+    for field, value in (kwargs.get("quantization_config") or {}).items():
+        flat[f"quantization_config.{field}"] = value
     return flat
 
 
@@ -65,31 +65,31 @@ def read_run(path: Path) -> dict:
 
 
 def drift_table(runs: list[dict]) -> str:
+    """One row per TRL upgrade x cause x keyword: each value change with its case count, and examples."""
     runs = sorted(runs, key=lambda run: Version(run["trl"]))
-    lines = [
-        "| TRL upgrade | cause | keyword | before | after | cases |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines = ["| TRL upgrade | cause | keyword | before -> after (cases) | examples |", "|---|---|---|---|---|"]
     for old, new in zip(runs, runs[1:]):
-        grouped = defaultdict(list)
+        grouped = defaultdict(lambda: defaultdict(list))
         for case_id, keyword, before, after in differences(old["observations"], new["observations"]):
-            grouped[(cause(keyword, case_id), keyword, repr(before), repr(after))].append(case_id)
+            grouped[(cause(keyword, case_id), keyword)][f"{before!r} -> {after!r}"].append(case_id)
+        upgrade = f"{old['trl']} -> {new['trl']}"
         if not grouped:
-            lines.append(f"| {old['trl']} -> {new['trl']} | no change | | | | |")
-        for (why, keyword, before, after), case_ids in sorted(grouped.items()):
-            shown = ", ".join(f"`{case_id}`" for case_id in case_ids[:6])
-            more = f" and {len(case_ids) - 6} more" if len(case_ids) > 6 else ""
-            lines.append(f"| {old['trl']} -> {new['trl']} | {why} | `{keyword}` | {before} | {after} | {len(case_ids)}: {shown}{more} |")
+            lines.append(f"| {upgrade} | no change | | | |")
+        for (why, keyword), changes in sorted(grouped.items()):
+            summary = "<br>".join(f"{change} ({len(ids)})" for change, ids in sorted(changes.items()))
+            examples = ", ".join(f"`{ids[0]}`" for ids in list(changes.values())[:3])
+            lines.append(f"| {upgrade} | {why} | `{keyword}` | {summary} | {examples} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m policyload.drift", description=__doc__.splitlines()[0])
-    parser.add_argument("observations", nargs="+", type=Path, help="observation files, one per TRL release")
+    parser.add_argument("observations", nargs="+", type=Path, help="observation files (or folders of them), one per TRL release")
     args = parser.parse_args(argv)
-    if len(args.observations) < 2:
-        parser.error("need the observations of at least two TRL releases")
-    print(drift_table([read_run(path) for path in args.observations]))
+    paths = [p for path in args.observations for p in (sorted(path.glob("*.json")) if path.is_dir() else [path])]
+    if len(paths) < 2:
+        parser.error(f"need the observations of at least two TRL releases; got {[str(p) for p in paths]}")
+    print(drift_table([read_run(path) for path in paths]))
     return 0
 
 

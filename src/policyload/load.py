@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 
+from huggingface_hub.errors import HFValidationError
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
@@ -25,7 +26,8 @@ def load_policy(spec: LoadSpec, topology: Topology | None = None) -> PreTrainedM
     kwargs = build_model_kwargs(spec, topology)
     try:
         return AutoModelForCausalLM.from_pretrained(spec.model_name_or_path, **kwargs)
-    except (OSError, SafetensorError) as error:
+    # HFValidationError: a path that is neither a folder nor a valid repo id (transformers 4.x).
+    except (OSError, SafetensorError, HFValidationError) as error:
         failure = CheckpointError(
             f"cannot load policy checkpoint {spec.model_name_or_path!r} at revision {spec.model_revision!r}: "
             f"{type(error).__name__}: {error}"
