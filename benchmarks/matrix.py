@@ -64,6 +64,6 @@ def cases(checkpoints) -> list[Case]:
 
 
 def checkpoint_token(source: str) -> str:
-    """Id token for a user checkpoint: the last path or hub-id part, lowercased, [a-z0-9.] kept."""
+    """Id token for a user checkpoint: the last path or hub-id part, lowercased, [a-z0-9.-] kept."""
     name = source.rstrip("/").rsplit("/", 1)[-1].lower()
-    return re.sub(r"[^a-z0-9.]+", "_", name).strip("_") or "checkpoint"
+    return re.sub(r"[^a-z0-9.-]+", "_", name).strip("_") or "checkpoint"
