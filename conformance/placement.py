@@ -139,15 +139,15 @@ def _distributed_trainer(machine: Machine):
 
 def trl_kwargs(path: str, fields: dict, dataset_dir, output_dir, machine: Machine | None) -> dict:
     """The keywords TRL's own recipe passes to `from_pretrained` on `machine`, as passed (not made
-    comparable): `trl_oracle.recipe_kwargs` with its final `comparable_kwargs` step left out.
+    comparable): `trl_oracle.recipe_kwargs(..., raw=True)`.
 
     `machine=None`: this process as it really is (its accelerator, its local rank and its real
     accelerate state, e.g. under torchrun); nothing about distribution is simulated.
     """
     topology = machine.topology if machine else Topology.detect()
     distributed = _distributed_trainer(machine) if machine else contextlib.nullcontext()
-    with distributed, mock.patch.object(trl_oracle, "comparable_kwargs", lambda kwargs: kwargs):
-        return trl_oracle.recipe_kwargs(path, fields, dataset_dir, output_dir, topology)
+    with distributed:
+        return trl_oracle.recipe_kwargs(path, fields, dataset_dir, output_dir, topology, raw=True)
 
 
 # --- real loads -----------------------------------------------------------------------------

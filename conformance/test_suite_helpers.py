@@ -11,6 +11,7 @@ from policyload.cases import ConfigCase, config_cases, load_cases
 from .agreement import DIVERGENCES, Outcome, divergence_kind, explain, load_divergences
 from .test_device_map import TOPOLOGIES
 from .test_quantization import ANY_AXES
+from .test_placement import placement_case_ids
 from .test_recipe import recipe_case_ids
 from .trl_release import facts_for
 
@@ -67,6 +68,7 @@ def all_case_ids() -> dict:
         "quantization": {case.id for case in any_cases + config_cases()},
         "device-map": {t.token for t in TOPOLOGIES} | {f"trainer-{t.token}" for t in TOPOLOGIES},
         "recipe": recipe_case_ids(),
+        "placement": placement_case_ids(),
     }
 
 

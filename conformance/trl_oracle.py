@@ -137,12 +137,19 @@ def trainer_device_map(path: str, topology: Topology) -> dict | str | None:
 
 
 def recipe_kwargs(
-    path: str, fields: dict, dataset_dir, output_dir, topology: Topology | None = None, model_config_object=None
+    path: str,
+    fields: dict,
+    dataset_dir,
+    output_dir,
+    topology: Topology | None = None,
+    model_config_object=None,
+    raw: bool = False,
 ) -> dict:
     """The keywords TRL's own DPO entry point (`trl.scripts.dpo.main`) passes to `from_pretrained`
     for a `ModelConfig` made of `fields`, captured by interception, made comparable.
 
-    `model_config_object`, when given, is used as the `ModelConfig` instead of one made of `fields`.
+    `model_config_object`, when given, is used as the `ModelConfig` instead of one made of `fields`;
+    `raw=True` returns the keywords as passed, not made comparable.
     With `topology`, TRL's device decision (`get_kbit_device_map`, or `create_model_from_path`
     from 1.8) sees that topology instead of this machine's.
     """
@@ -166,7 +173,7 @@ def recipe_kwargs(
         device_deciders.append(decider)
     with simulated_topology(topology or Topology(None), *device_deciders):
         _, kwargs = capture_from_pretrained(lambda: dpo.main(*arguments))
-    return comparable_kwargs(kwargs)
+    return kwargs if raw else comparable_kwargs(kwargs)
 
 
 def reference_spec(path: str, fields: dict):
