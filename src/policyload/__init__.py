@@ -1,16 +1,25 @@
-"""policyload: a TRL-independent reference for how TRL's DPO recipe loads its policy model."""
+"""policyload: a TRL-independent reference for how TRL's DPO recipe loads its policy model.
 
-from .kwargs import build_model_kwargs, build_quantization_config, kbit_device_map
-from .load import CheckpointError, load_policy
-from .spec import LoadSpec
-from .topology import Topology
+The public names are imported on first use (PEP 562), so that the report and drift command
+lines (`python -m policyload.report`, `python -m policyload.drift`) start without importing
+torch and transformers.
+"""
 
-__all__ = [
-    "CheckpointError",
-    "LoadSpec",
-    "Topology",
-    "build_model_kwargs",
-    "build_quantization_config",
-    "kbit_device_map",
-    "load_policy",
-]
+from importlib import import_module
+
+_HOMES = {
+    "CheckpointError": ".load",
+    "load_policy": ".load",
+    "LoadSpec": ".spec",
+    "Topology": ".topology",
+    "build_model_kwargs": ".kwargs",
+    "build_quantization_config": ".kwargs",
+    "kbit_device_map": ".kwargs",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'policyload' has no attribute {name!r}")
+    return getattr(import_module(_HOMES[name], __name__), name)
