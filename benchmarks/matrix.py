@@ -10,17 +10,10 @@ import re
 from dataclasses import dataclass
 
 from policyload import LoadSpec
+from policyload.cases import DTYPE_TOKENS, QUANTIZATION_PRESETS
 
-#: LoadSpec.dtype -> id token.
-DTYPES = {"auto": "auto", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
-#: id token -> the LoadSpec fields of that quantization.
-QUANTIZATIONS = {
-    "none": {},
-    "8bit": {"load_in_8bit": True},
-    "4bit-nf4": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"},
-    "4bit-fp4": {"load_in_4bit": True, "bnb_4bit_quant_type": "fp4"},
-    "4bit-nf4-nested": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "use_bnb_nested_quant": True},
-}
+#: LoadSpec.dtype -> id token: the concrete load dtypes (None is transformers' default, not a choice).
+DTYPES = {dtype: DTYPE_TOKENS[dtype] for dtype in ("auto", "float32", "float16", "bfloat16")}
 
 
 @dataclass(frozen=True)
@@ -44,7 +37,7 @@ class Case:
 
     @property
     def spec(self) -> LoadSpec:
-        return LoadSpec(self.checkpoint.source, dtype=self.dtype, **QUANTIZATIONS[self.quantization])
+        return LoadSpec(self.checkpoint.source, dtype=self.dtype, **QUANTIZATION_PRESETS[self.quantization])
 
 
 def cases(checkpoints) -> list[Case]:
@@ -58,7 +51,7 @@ def cases(checkpoints) -> list[Case]:
         Case(checkpoint, dtype, quantization)
         for checkpoint in checkpoints
         for dtype in DTYPES
-        for quantization in QUANTIZATIONS
+        for quantization in QUANTIZATION_PRESETS
         if not (dtype == "auto" and quantization.startswith("4bit"))
     ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoConfig
 
-from benchmarks.matrix import QUANTIZATIONS
+from policyload.cases import QUANTIZATION_PRESETS
 from fixtures.checkpoints import TINY_ARCHITECTURES, tiny_checkpoint
 from fixtures.realsize import PUBLISHED_PARAMETERS, REALSIZE_ARCHITECTURES, realsize_config
 from policyload import LoadSpec, load_policy
@@ -34,10 +34,10 @@ def test_realsize_parameter_count_matches_published(name):
 
 
 @pytest.mark.parametrize("architecture", TINY_ARCHITECTURES)
-@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+@pytest.mark.parametrize("quantization", QUANTIZATION_PRESETS)
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_prediction_equals_bytes_of_the_loaded_model(architecture, quantization, dtype):
-    spec = LoadSpec(str(tiny_checkpoint(architecture)), dtype=dtype, **QUANTIZATIONS[quantization])
+    spec = LoadSpec(str(tiny_checkpoint(architecture)), dtype=dtype, **QUANTIZATION_PRESETS[quantization])
     predicted = predict(spec, AutoConfig.from_pretrained(spec.model_name_or_path)).total_bytes
 
     model = load_policy(spec)

@@ -19,6 +19,14 @@ NESTED_TOKENS = {False: "flat", True: "nested"}
 STORAGE_TOKENS = {None: "defstore", **{s: s for s in QUANT_STORAGES if s}}
 #: The storage axis of the matrix: bitsandbytes' default and the dtypes people actually use.
 MATRIX_STORAGES = (None, "uint8", "float16", "bfloat16", "float32")
+#: The quantization choices people compare on cost (the benchmark axis): id token -> LoadSpec fields.
+QUANTIZATION_PRESETS = {
+    "none": {},
+    "8bit": {"load_in_8bit": True},
+    "4bit-nf4": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"},
+    "4bit-fp4": {"load_in_4bit": True, "bnb_4bit_quant_type": "fp4"},
+    "4bit-nf4-nested": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "use_bnb_nested_quant": True},
+}
 
 
 def token(axis: str, tokens: dict, value) -> str:
