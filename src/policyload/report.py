@@ -1,8 +1,15 @@
 """Read a `pytest benchmarks --benchmark-json` file: a markdown table, a chart, a comparison.
 
     python -m policyload.report out/bench.json [--markdown out/bench.md] [--chart out/bench.png]
-    python -m policyload.report compare base.json new.json \
-        [--max-latency-regression 15%] [--max-memory-regression 2%] [--allow-different-devices]
+    python -m policyload.report compare base.json new.json [--thresholds benchmarks/thresholds.toml] \
+        [--max-latency-regression 15%] [--max-memory-regression 2%] [--latency-floor-ms 0] [--allow-different-devices]
+    python -m policyload.report device new.json          the run's device as a folder name: nvidia-h200
+    python -m policyload.report noise run1.json run2.json ...   run-to-run spread of each case's medians
+
+Thresholds come from, in order of precedence: the command line flags, the `--thresholds` TOML
+file (keys `max_latency_regression`, `max_memory_regression`, `latency_floor_ms`), the defaults
+15%, 2% and 0 ms. A latency growth is a regression when it exceeds the percentage and, as well,
+the floor in milliseconds (short loads jitter by milliseconds, which is a large percentage).
 
 Exit codes: 0 fine, 1 a regression, 2 unusable input (missing, malformed or truncated JSON,
 runs from different devices). Errors are one line on stderr, never a traceback.
@@ -11,7 +18,10 @@ runs from different devices). Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +57,13 @@ class Run:
 
 
 def load_run(path) -> Run:
-    """Parse a pytest-benchmark JSON file written by `pytest benchmarks`."""
+    """Parse a pytest-benchmark JSON file written by `pytest benchmarks` (gzipped when it ends in .gz)."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise ReportError(f"{path}: cannot read ({error.strerror or error})") from None
+        # .json.gz: recorded runs kept in the repository (benchmarks/baselines/) are gzipped.
+        text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    except (OSError, EOFError) as error:
+        raise ReportError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -167,10 +178,67 @@ def parse_percent(text: str) -> float:
     return value
 
 
+#: compare's allowances when neither a thresholds file nor a flag sets them (fractions; seconds).
+DEFAULT_THRESHOLDS = {"max_latency_regression": 0.15, "max_memory_regression": 0.02, "latency_floor_s": 0.0}
+#: thresholds-file key -> (DEFAULT_THRESHOLDS key, how the file writes it, parser).
+THRESHOLD_KEYS = {
+    "max_latency_regression": ("max_latency_regression", 'a percentage string such as "15%"', "percent"),
+    "max_memory_regression": ("max_memory_regression", 'a percentage string such as "2%"', "percent"),
+    "latency_floor_ms": ("latency_floor_s", "a number of milliseconds >= 0 such as 50", "ms"),
+}
+
+
+def load_thresholds(path) -> dict[str, float]:
+    """The allowances of a thresholds TOML file: {"max_latency_regression": 0.15, "latency_floor_s": 0.05, ...}.
+
+    Each key is optional. Percentages are strings, "15%" (a bare number is refused: 0.15 would
+    read as 0.15% to one reader and 15% to another); `latency_floor_ms` is a number. An unknown
+    key or a bad value is refused, naming the file, the key and what is accepted.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ReportError(f"{path}: cannot read ({error.strerror or error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ReportError(f"{path}: not valid TOML ({error})") from None
+    unknown = sorted(document.keys() - THRESHOLD_KEYS.keys())
+    if unknown:
+        raise ReportError(f"{path}: unknown key(s) {unknown}; accepted: {sorted(THRESHOLD_KEYS)}")
+    thresholds = {}
+    for key, value in document.items():
+        field, accepted, kind = THRESHOLD_KEYS[key]
+        if kind == "percent" and isinstance(value, str) and value.strip().endswith("%"):
+            try:
+                thresholds[field] = parse_percent(value)
+            except argparse.ArgumentTypeError as error:
+                raise ReportError(f"{path}: {key}: {error}") from None
+        elif kind == "ms" and isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            thresholds[field] = value / 1000
+        else:
+            raise ReportError(f"{path}: {key} = {value!r} is not accepted; accepted: {accepted}")
+    return thresholds
+
+
+def device_folder_name(device: str) -> str:
+    """A run's device as a folder name ('NVIDIA H200' -> 'nvidia-h200'): benchmarks/baselines/<it>/."""
+    return re.sub(r"[^a-z0-9._]+", "-", device.lower()).strip("-") or "unknown"
+
+
 def compare_runs(
-    base: Run, new: Run, max_latency_regression: float, max_memory_regression: float, allow_different_devices=False
+    base: Run, new: Run, max_latency_regression: float, max_memory_regression: float, allow_different_devices=False,
+    latency_floor_s: float = 0.0,
 ) -> tuple[list[str], list[str]]:
-    """(regressions, notes): one line per case and metric that grew beyond its allowance."""
+    """(regressions, notes): one line per case and metric that grew beyond its allowance.
+
+    A latency counts only when it grew by more than `max_latency_regression` and by more than
+    `latency_floor_s` seconds as well.
+    """
     if base.device != new.device and not allow_different_devices:
         raise ReportError(
             f"refusing to compare runs from different devices: {base.path} on {base.device!r}, "
@@ -194,13 +262,84 @@ def compare_runs(
             if old is None or current is None or old <= 0:
                 continue
             change = current / old - 1
-            if change > allowance:
+            if change > allowance and (unit != "s" or current - old > latency_floor_s):
                 shown = (
                     (f"{old * 1000:.2f} ms -> {current * 1000:.2f} ms")
                     if unit == "s" else f"{format_bytes(old)} -> {format_bytes(current)}"
                 )
-                regressions.append(f"{key}: {label} +{change:.1%} ({shown}; allowed +{allowance:.1%})")
+                floor = f" and +{latency_floor_s * 1000:.1f} ms" if unit == "s" and latency_floor_s else ""
+                regressions.append(f"{key}: {label} +{change:.1%} ({shown}; allowed +{allowance:.1%}{floor})")
     return regressions, notes
+
+
+#: (label, Row field) of every metric `compare` gates on; `noise` measures the same ones.
+GATED_METRICS = (("median latency", "median_latency_s"), ("peak memory", "peak_bytes"), ("resident memory", "resident_bytes"))
+
+
+def nearest_rank(values: list[float], fraction: float) -> float:
+    """The `fraction` quantile by nearest rank (no interpolation: always one of the values)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def noise_table(runs: list[Run]) -> str:
+    """Markdown: per metric, the distribution over cases of the spread max/min - 1 of that case's
+    value across repeated runs of the same benchmark (for latency, each value is already the median
+    of the case's rounds, as `compare` sees it), then the spread of every case.
+
+    This is what a threshold of `compare` has to stay above to be quiet on an unchanged code base.
+    """
+    if len(runs) < 2:
+        raise ReportError(f"noise needs at least 2 runs of the same benchmark, got {len(runs)}")
+    devices = {run.device for run in runs}
+    if len(devices) > 1:
+        raise ReportError(f"refusing to measure noise across different devices: {sorted(devices)}")
+    keys = sorted(set.intersection(*({row.key for row in run.rows} for run in runs)))
+    if not keys:
+        raise ReportError("no case is in every run")
+    by_key = [{row.key: row for row in run.rows} for run in runs]
+    spreads: dict[str, dict[str, float]] = {label: {} for label, _ in GATED_METRICS}
+    for key in keys:
+        for label, field in GATED_METRICS:
+            values = [getattr(rows[key], field) for rows in by_key]
+            if all(value is not None and value > 0 for value in values):
+                spreads[label][key] = max(values) / min(values) - 1
+    lines = [
+        f"Run-to-run spread (max/min - 1) of each case's value over {len(runs)} runs on {runs[0].device}; "
+        f"{len(keys)} cases in every run.",
+        "",
+        "| metric | cases | median | p90 | max | worst case |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for label, per_case in spreads.items():
+        if per_case:
+            worst = max(per_case, key=per_case.get)
+            values = list(per_case.values())
+            lines.append(
+                f"| {label} | {len(values)} | {nearest_rank(values, 0.5):.1%} | {nearest_rank(values, 0.9):.1%} "
+                f"| {max(values):.1%} | {worst} |"
+            )
+    lines += ["", "| case | " + " | ".join(label for label, _ in GATED_METRICS) + " |", "|---" + "|---:" * len(GATED_METRICS) + "|"]
+    for key in keys:
+        cells = [f"{spreads[label][key]:.1%}" if key in spreads[label] else "n/a" for label, _ in GATED_METRICS]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _noise_main(argv) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m policyload.report noise",
+        description="Run-to-run spread of each case's medians over repeated runs of the same benchmark.",
+    )
+    parser.add_argument("json", nargs="+", help="pytest-benchmark JSON files of the same benchmark on the same device")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the tables to PATH")
+    args = parser.parse_args(argv)
+    table = noise_table([load_run(path) for path in args.json])
+    print(table, end="")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(table)
+    return 0
 
 
 def _report_main(argv) -> int:
@@ -226,13 +365,28 @@ def _compare_main(argv) -> int:
     parser = argparse.ArgumentParser(prog="python -m policyload.report compare", description="Fail on regressions between two runs.")
     parser.add_argument("base")
     parser.add_argument("new")
-    parser.add_argument("--max-latency-regression", type=parse_percent, default=parse_percent("15%"), metavar="PCT")
-    parser.add_argument("--max-memory-regression", type=parse_percent, default=parse_percent("2%"), metavar="PCT")
+    parser.add_argument(
+        "--thresholds", metavar="TOML",
+        help="allowances from this file (max_latency_regression, max_memory_regression, latency_floor_ms); flags override it",
+    )
+    parser.add_argument("--max-latency-regression", type=parse_percent, metavar="PCT", help="default 15%%")
+    parser.add_argument("--max-memory-regression", type=parse_percent, metavar="PCT", help="default 2%%")
+    parser.add_argument(
+        "--latency-floor-ms", type=float, metavar="MS", dest="latency_floor_s",
+        help="a latency must also grow by more than this many milliseconds (default 0)",
+    )
     parser.add_argument("--allow-different-devices", action="store_true")
     args = parser.parse_args(argv)
+    thresholds = {**DEFAULT_THRESHOLDS, **(load_thresholds(args.thresholds) if args.thresholds else {})}
+    if args.latency_floor_s is not None:
+        args.latency_floor_s /= 1000
+    for key in DEFAULT_THRESHOLDS:
+        if getattr(args, key) is not None:
+            thresholds[key] = getattr(args, key)
     base, new = load_run(args.base), load_run(args.new)
     regressions, notes = compare_runs(
-        base, new, args.max_latency_regression, args.max_memory_regression, args.allow_different_devices
+        base, new, thresholds["max_latency_regression"], thresholds["max_memory_regression"], args.allow_different_devices,
+        latency_floor_s=thresholds["latency_floor_s"],
     )
     for note in notes:
         print(f"note: {note}")
@@ -245,11 +399,25 @@ def _compare_main(argv) -> int:
     return 0
 
 
+def _device_main(argv) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m policyload.report device", description="Print a run's device as a folder name (nvidia-h200)."
+    )
+    parser.add_argument("json")
+    args = parser.parse_args(argv)
+    print(device_folder_name(load_run(args.json).device))
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv[:1] == ["compare"]:
             return _compare_main(argv[1:])
+        if argv[:1] == ["device"]:
+            return _device_main(argv[1:])
+        if argv[:1] == ["noise"]:
+            return _noise_main(argv[1:])
         return _report_main(argv)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)

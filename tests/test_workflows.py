@@ -1,0 +1,287 @@
+"""The GitHub workflows: valid against GitHub's schema, running the commands the README documents,
+and the nightly's shell steps (checkpoint options, regression gate) run here with stand-ins.
+
+The schema check is `check-jsonschema --builtin-schema vendor.github-workflows`, which validates
+against the schema vendored in the check-jsonschema wheel: no network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[1]
+CI = ROOT / ".github" / "workflows" / "ci.yml"
+NIGHTLY = ROOT / ".github" / "workflows" / "nightly-gpu.yml"
+RECORDED = ROOT / "tests" / "data" / "bench-cpu-quick.json"
+#: The README section that documents the nightly job's commands.
+NIGHTLY_SECTION = "Nightly GPU job"
+#: `tox -e ENVS` or `tox -m LABEL` (also `$tox ...`, as .ci/run writes it), options after it dropped.
+TOX_COMMAND = re.compile(r"(?<![\w/.-])\$?tox\s+(-[em])\s+([\w.,-]+)")
+
+
+def load_workflow(path: Path) -> dict:
+    # YAML 1.2 (ruamel): `on:` stays the string "on", where PyYAML's YAML 1.1 reads it as True.
+    return YAML(typ="safe").load(path.read_text())
+
+
+def run_steps(workflow: dict) -> list[dict]:
+    return [step for job in workflow["jobs"].values() for step in job["steps"] if "run" in step]
+
+
+def step(workflow: dict, step_id: str) -> dict:
+    (found,) = [s for job in workflow["jobs"].values() for s in job["steps"] if s.get("id") == step_id]
+    return found
+
+
+def tox_commands(text: str) -> set[str]:
+    """Every tox invocation in shell text, as `tox -e ENVS` / `tox -m LABEL` (posargs and comments dropped)."""
+    commands = set()
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0]
+        commands |= {f"tox {flag} {value}" for flag, value in TOX_COMMAND.findall(line)}
+    return commands
+
+
+def readme_sections() -> dict[str, str]:
+    """Heading text -> the section's body, for every heading of README.md (not `#` lines in code)."""
+    sections, heading, in_code = {"": []}, "", False
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and re.match(r"#{1,6} ", line):
+            heading = line.lstrip("#").strip()
+            sections[heading] = []
+            continue
+        sections[heading].append(line)
+    return {name: "\n".join(lines) + "\n" for name, lines in sections.items()}
+
+
+def code_blocks(markdown: str) -> str:
+    return "\n".join(re.findall(r"^```[\w-]*\n(.*?)^```", markdown, flags=re.MULTILINE | re.DOTALL))
+
+
+def commands_ci_runs() -> set[str]:
+    """The tox commands of ci.yml's run steps, with `bash .ci/run` read through."""
+    commands = set()
+    for run_step in run_steps(load_workflow(CI)):
+        commands |= tox_commands(run_step["run"])
+        if run_step["run"].strip() == "bash .ci/run":
+            commands |= tox_commands((ROOT / ".ci" / "run").read_text())
+    return commands
+
+
+def commands_nightly_runs() -> set[str]:
+    return set().union(*(tox_commands(s["run"]) for s in run_steps(load_workflow(NIGHTLY))))
+
+
+def test_tox_commands_reads_shell_and_readme_forms():
+    text = """
+        $tox -e conformance,unit
+        $tox -m trl-matrix --skip-env '^conformance$'
+        tox -e bench -- --quick          # the main job
+        .ci-venv/bin/python -m pip install tox
+    """
+
+    assert tox_commands(text) == {"tox -e conformance,unit", "tox -m trl-matrix", "tox -e bench"}
+
+
+def test_workflows_are_valid_against_the_github_workflow_schema():
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(CI), str(NIGHTLY)],
+        capture_output=True, text=True,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ci_runs_ci_run_on_push_and_pull_request_on_a_hosted_cpu_runner():
+    workflow = load_workflow(CI)
+    (job,) = workflow["jobs"].values()
+    (cache,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
+
+    assert {
+        "triggers": sorted(workflow["on"]),
+        "runs-on": job["runs-on"],
+        "run steps": [s["run"].strip() for s in run_steps(workflow)],
+        "torch index": job["env"]["PIP_EXTRA_INDEX_URL"],
+        "cached": cache["with"]["path"].split(),
+    } == {
+        "triggers": ["pull_request", "push"],
+        "runs-on": "ubuntu-latest",
+        "run steps": ["bash .ci/run"],
+        "torch index": "https://download.pytorch.org/whl/cpu",
+        "cached": ["~/.cache/pip", "~/.cache/policyload"],
+    }
+
+
+def test_readme_commands_outside_the_nightly_section_are_what_ci_runs():
+    documented = set().union(
+        *(tox_commands(code_blocks(body)) for heading, body in readme_sections().items() if heading != NIGHTLY_SECTION)
+    )
+
+    assert documented, "README.md documents no tox command in a code block"
+    assert documented - commands_ci_runs() == set(), "documented in README.md, never run by ci.yml / .ci/run"
+
+
+def test_readme_nightly_section_documents_exactly_what_the_nightly_runs():
+    sections = readme_sections()
+    assert NIGHTLY_SECTION in sections, f"README.md has no '## {NIGHTLY_SECTION}' section"
+
+    assert tox_commands(code_blocks(sections[NIGHTLY_SECTION])) == commands_nightly_runs()
+
+
+def test_nightly_runs_on_schedule_and_by_hand_on_a_self_hosted_gpu_runner():
+    workflow = load_workflow(NIGHTLY)
+    (job,) = workflow["jobs"].values()
+
+    assert (sorted(workflow["on"]), job["runs-on"], commands_nightly_runs()) == (
+        ["schedule", "workflow_dispatch"],
+        ["self-hosted", "linux", "gpu"],
+        {"tox -e bench-gpu", "tox -e bench-gpu-multi"},
+    )
+
+
+def test_nightly_runs_the_multi_gpu_env_only_with_more_than_one_gpu():
+    workflow = load_workflow(NIGHTLY)
+
+    assert (step(workflow, "gpus")["run"].count("nvidia-smi -L | wc -l"), step(workflow, "multi")["if"]) == (
+        1, "steps.gpus.outputs.count > 1",
+    )
+
+
+def test_nightly_gate_reads_the_thresholds_file_of_the_repository():
+    gate = step(load_workflow(NIGHTLY), "gate")["run"]
+
+    assert "compare" in gate and "--thresholds benchmarks/thresholds.toml" in gate
+    assert (ROOT / "benchmarks" / "thresholds.toml").is_file()
+
+
+# -- the nightly's shell steps, run here as the runner runs them, with stand-ins for tox and GitHub
+
+
+def run_step_script(script: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """Run a `run:` block as GitHub does on Linux (`bash --noprofile --norc -eo pipefail`)."""
+    path = cwd / "step.sh"
+    path.write_text(script)
+    summary = cwd / "summary.md"
+    summary.touch()
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(path)], cwd=cwd, capture_output=True, text=True,
+        env={"PATH": os.environ["PATH"], "HOME": str(cwd), "GITHUB_STEP_SUMMARY": str(summary), **env},
+    )
+
+
+@pytest.mark.parametrize(
+    "checkpoints_input, runner_checkpoints, expected",
+    [
+        ("", "", ["-e", "bench-gpu", "--"]),
+        ("", "/models/qwen2.5-0.5b meta-llama/Llama-3.2-1B",
+         ["-e", "bench-gpu", "--", "--checkpoint", "/models/qwen2.5-0.5b", "--checkpoint", "meta-llama/Llama-3.2-1B"]),
+        ("/data/ckpt", "/models/ignored", ["-e", "bench-gpu", "--", "--checkpoint", "/data/ckpt"]),
+    ],
+    ids=["none", "runner-env", "dispatch-input-wins"],
+)
+def test_nightly_bench_step_passes_checkpoints_as_options(tmp_path, checkpoints_input, runner_checkpoints, expected):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "tox").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$TOX_ARGV"\n')
+    (bin_dir / "tox").chmod(0o755)
+    script = step(load_workflow(NIGHTLY), "bench")["run"]
+
+    result = run_step_script(script, tmp_path, {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}", "TOX_ARGV": str(tmp_path / "argv"),
+        "CHECKPOINTS_INPUT": checkpoints_input, "POLICYLOAD_BENCH_CHECKPOINTS": runner_checkpoints,
+    })
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "argv").read_text().splitlines() == expected
+
+
+DEVICE = "cpu-x86_64-2-cores"  # the recorded run's device, as `python -m policyload.report device` names it
+
+
+def gate_workspace(tmp_path: Path, new: dict, previous: dict | None = None, committed: dict | None = None) -> Path:
+    """A checkout as the gate step sees it: out/bench-gpu.json, maybe previous/ and a committed baseline."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "bench-gpu.json").write_text(json.dumps(new))
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(ROOT / "benchmarks" / "thresholds.toml", tmp_path / "benchmarks" / "thresholds.toml")
+    if previous is not None:
+        (tmp_path / "previous").mkdir()
+        (tmp_path / "previous" / "bench-gpu.json").write_text(json.dumps(previous))
+    if committed is not None:
+        folder = tmp_path / "benchmarks" / "baselines" / DEVICE
+        folder.mkdir(parents=True)
+        (folder / "bench-gpu.json").write_text(json.dumps(committed))
+    return tmp_path
+
+
+def run_gate(workspace: Path) -> tuple[int, str]:
+    script = step(load_workflow(NIGHTLY), "gate")["run"]
+    result = run_step_script(script, workspace, {"REPORT": f"{sys.executable} -m policyload.report", "DEVICE": DEVICE})
+    return result.returncode, result.stdout + (workspace / "summary.md").read_text()
+
+
+def slower(run: dict, factor: float) -> dict:
+    slowed = json.loads(json.dumps(run))
+    for benchmark in slowed["benchmarks"]:
+        benchmark["stats"]["median"] *= factor
+    return slowed
+
+
+@pytest.fixture
+def recorded() -> dict:
+    return json.loads(RECORDED.read_text())
+
+
+def test_device_name_of_the_recorded_run():
+    result = subprocess.run([sys.executable, "-m", "policyload.report", "device", str(RECORDED)], capture_output=True, text=True)
+
+    assert (result.returncode, result.stdout.strip()) == (0, DEVICE)
+
+
+def test_gate_passes_against_an_identical_previous_nightly(tmp_path, recorded):
+    status, output = run_gate(gate_workspace(tmp_path, recorded, previous=recorded))
+
+    assert status == 0, output
+    assert f"comparing with the last successful nightly on {DEVICE}" in output
+
+
+def test_gate_fails_on_a_regression_against_the_previous_nightly(tmp_path, recorded):
+    status, output = run_gate(gate_workspace(tmp_path, slower(recorded, 2.0), previous=recorded))
+
+    assert status == 1, output
+    assert "regression(s):" in output and "median latency +100.0%" in output
+
+
+def test_gate_falls_back_to_the_committed_baseline(tmp_path, recorded):
+    status, output = run_gate(gate_workspace(tmp_path, slower(recorded, 2.0), committed=recorded))
+
+    assert status == 1, output
+    assert f"comparing with the committed baseline benchmarks/baselines/{DEVICE}/bench-gpu.json" in output
+
+
+def test_gate_without_any_baseline_warns_and_passes(tmp_path, recorded):
+    status, output = run_gate(gate_workspace(tmp_path, recorded))
+
+    assert status == 0, output
+    assert f"::warning::no baseline for {DEVICE}" in output
+
+
+def test_gate_fails_on_runs_from_different_devices(tmp_path, recorded):
+    other = json.loads(json.dumps(recorded))
+    other["machine_info"]["policyload"]["device"] = "NVIDIA H200"
+
+    status, output = run_gate(gate_workspace(tmp_path, recorded, previous=other))
+
+    assert status == 2, output
+    assert "refusing to compare runs from different devices" in output
