@@ -1,0 +1,67 @@
+"""The drift report, on small recorded observation files."""
+
+import json
+
+import pytest
+
+from policyload.drift import cause, drift_table, main
+
+OLD = {
+    "trl": "0.25.1",
+    "observations": {
+        "defaults": {"dtype": None, "revision": "main"},
+        "bf16-4bit-nf4-flat-defstore-cpu": {
+            "dtype": "bfloat16",
+            "quantization_config": {"bnb_4bit_quant_storage": "bfloat16", "load_in_4bit": True},
+        },
+        "bf16-noquant-nf4-flat-defstore-cpu": {"dtype": "bfloat16"},
+    },
+}
+NEW = {
+    "trl": "1.16.0",
+    "observations": {
+        "defaults": {"dtype": "float32", "revision": "main"},
+        "bf16-4bit-nf4-flat-defstore-cpu": {
+            "dtype": "bfloat16",
+            "quantization_config": {"bnb_4bit_quant_storage": "uint8", "load_in_4bit": True},
+        },
+        "bf16-noquant-nf4-flat-defstore-cpu": {"dtype": "bfloat16"},
+    },
+}
+
+
+def test_each_change_is_one_row_grouped_by_cause():
+    rows = drift_table([NEW, OLD]).splitlines()[2:]  # given out of order: sorted by release
+    assert rows == [
+        "| 0.25.1 -> 1.16.0 | defaults | `dtype` | None -> 'float32' (1) | `defaults` |",
+        "| 0.25.1 -> 1.16.0 | quant storage | `quantization_config.bnb_4bit_quant_storage` | 'bfloat16' -> 'uint8' (1) | `bf16-4bit-nf4-flat-defstore-cpu` |",
+    ]
+
+
+def test_identical_runs_say_no_change():
+    assert drift_table([OLD, {**OLD, "trl": "0.28.0"}]).splitlines()[2] == "| 0.25.1 -> 0.28.0 | no change | | | |"
+
+
+@pytest.mark.parametrize(
+    "keyword, case_id, expected",
+    [
+        ("dtype", "bf16-4bit-nf4-flat-defstore-cpu", "dtype mapping"),
+        ("dtype", "attn_implementation=eager", "defaults"),
+        ("device_map", "bf16-8bit-nf4-flat-defstore-cuda1", "device_map"),
+        ("error", "auto-4bit-nf4-flat-defstore-cpu", "crash"),
+        ("revision", "defaults", "other (revision)"),
+    ],
+)
+def test_cause_names_the_reason(keyword, case_id, expected):
+    assert cause(keyword, case_id) == expected
+
+
+def test_command_reads_a_folder_and_refuses_bad_files(tmp_path, capsys):
+    (tmp_path / "old.json").write_text(json.dumps(OLD))
+    (tmp_path / "new.json").write_text(json.dumps(NEW))
+    assert main([str(tmp_path)]) == 0
+    assert "quant storage" in capsys.readouterr().out
+
+    (tmp_path / "new.json").write_text(json.dumps(NEW)[:40])
+    with pytest.raises(SystemExit, match=r"new.json is not an observation file \(JSONDecodeError"):
+        main([str(tmp_path)])
