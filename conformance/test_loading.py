@@ -13,11 +13,11 @@ import pytest
 import torch
 import transformers
 from packaging.version import Version
-from transformers.pytorch_utils import Conv1D
 
 from fixtures.checkpoints import TINY_ARCHITECTURES
 from policyload import LoadSpec, load_policy
 from policyload.cases import ConfigCase, load_cases
+from policyload.memory_model import meta_model, quantized_linears
 
 QUANTIZED_CLASS = {"4bit": bnb.nn.Linear4bit, "8bit": bnb.nn.Linear8bitLt}
 #: transformers 5 made dtype=None mean "the checkpoint's dtype"; before, it meant float32, and
@@ -40,16 +40,9 @@ def expected_dtype(case: ConfigCase, path) -> torch.dtype:
 
 @cache
 def linear_layer_names(path) -> frozenset:
-    """Names of the projection layers bitsandbytes replaces: every Linear / Conv1D but the head."""
-    config = transformers.AutoConfig.from_pretrained(path)
-    with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(config)
-    output_names = {name for name, module in model.named_modules() if module is model.get_output_embeddings()}
-    return frozenset(
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, (torch.nn.Linear, Conv1D)) and name not in output_names
-    )
+    """Names of the layers bitsandbytes replaces, from a meta-device copy of the architecture and
+    transformers' own rule for what stays unquantized (`policyload.memory_model.quantized_linears`)."""
+    return frozenset(quantized_linears(meta_model(transformers.AutoConfig.from_pretrained(path))))
 
 
 def load_params():

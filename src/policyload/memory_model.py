@@ -100,16 +100,13 @@ def parameter_count(config) -> int:
 
 
 def modules_not_quantized(model: nn.Module) -> set[str]:
-    """transformers' `get_keys_to_not_convert`: output embedding, last parameter's module, tied keys."""
-    names = set()
-    tied = getattr(model, "all_tied_weights_keys", None) or {}
-    for key in (*tied.keys(), *tied.values()):
-        names.add(key.removesuffix(".weight"))
-    last_parameter = list(model.named_parameters())[-1][0]
-    names.add(last_parameter.rsplit(".", 1)[0])
-    output_embeddings = model.get_output_embeddings()
-    names.update(name for name, module in model.named_modules() if module is output_embeddings)
-    return names
+    """transformers' own `get_keys_to_not_convert` (output embedding, last parameter's module, tied
+    keys), called rather than re-typed: its home moved from integrations.bitsandbytes in 5.0."""
+    try:
+        from transformers.quantizers.base import get_keys_to_not_convert
+    except ImportError:
+        from transformers.integrations.bitsandbytes import get_keys_to_not_convert
+    return set(get_keys_to_not_convert(model))
 
 
 def quantized_linears(model: nn.Module) -> dict[str, nn.Module]:
