@@ -45,18 +45,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def expected_device(topology: Topology) -> str:
-    """Where TRL's kbit device map puts a quantized model: the rank's own accelerator, else the CPU."""
-    return f"{topology.accelerator}:{topology.local_process_index}" if topology.accelerator else "cpu"
-
-
 def measure_load(name: str, folder: Path, topology: Topology) -> dict:
     """Load one checkpoint on this rank: where it went and, on CUDA, what it cost on this rank's GPU
     (the trackers of `policyload.measure`, as the single-process benchmarks use them)."""
     from policyload.measure import CudaAllocatorTracker, NvmlTracker
 
     spec = LoadSpec(str(folder), **SPEC_FIELDS)
-    device = expected_device(topology)
+    device = topology.device
     cuda = topology.accelerator == "cuda"
     release_memory()
     trackers = []

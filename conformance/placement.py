@@ -90,7 +90,7 @@ class Machine:
     @property
     def training_device(self) -> str:
         """`TrainingArguments.device`: the local rank's accelerator, device 0 when not distributed."""
-        return f"{self.accelerator}:{self.local_process_index}" if self.accelerator else "cpu"
+        return self.topology.device
 
     @property
     def token(self) -> str:

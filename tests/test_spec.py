@@ -58,3 +58,11 @@ def test_topology_detect_sees_this_process():
 
     expected = "cuda" if torch.cuda.is_available() else ("xpu" if hasattr(torch, "xpu") and torch.xpu.is_available() else None)
     assert Topology.detect() == Topology(expected, 0)
+
+
+@pytest.mark.parametrize(
+    "topology, device",
+    [(Topology(None), "cpu"), (Topology(None, 3), "cpu"), (Topology("cuda", 1), "cuda:1"), (Topology("xpu", 0), "xpu:0")],
+)
+def test_topology_device_is_the_torch_device_string(topology, device):
+    assert topology.device == device

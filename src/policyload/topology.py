@@ -41,6 +41,11 @@ class Topology:
         return cls(accelerator, PartialState().local_process_index)
 
     @property
+    def device(self) -> str:
+        """Where this process's tensors go: 'cpu', 'cuda:1', 'xpu:0' (a torch device string)."""
+        return f"{self.accelerator}:{self.local_process_index}" if self.accelerator else "cpu"
+
+    @property
     def token(self) -> str:
         """Readable id part: 'cpu', 'cuda1', 'xpu0'."""
         return f"{self.accelerator}{self.local_process_index}" if self.accelerator else "cpu"
