@@ -36,6 +36,30 @@ def pytest_configure(config):
     # meaningless anyway (they share cores, memory bandwidth and the page cache).
     if hasattr(config, "workerinput") or getattr(config.option, "numprocesses", None):
         raise pytest.UsageError("benchmarks never run under xdist: drop -n/--numprocesses")
+    json_path = getattr(config.option, "benchmark_json", None)
+    if json_path:
+        ensure_writable(Path(json_path))
+
+
+def ensure_writable(path: Path) -> None:
+    """Create the folder of `--benchmark-json PATH` and refuse a PATH that cannot be written, now.
+
+    pytest-benchmark opens the file only when the session finishes: a missing folder (a fresh
+    clone has no `out/`) or a read-only one would otherwise throw away every measurement of a
+    run that took minutes. The probe file is removed again, so a refused run leaves nothing.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a folder", str(path))
+        probe = path.parent / f".{path.name}.{os.getpid()}.probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise pytest.UsageError(
+            f"--benchmark-json {path}: cannot write there ({error.strerror or error}); "
+            "no case was run. Name a file in a folder you can write to."
+        ) from None
 
 
 def quick_mode(config) -> bool:
