@@ -38,7 +38,10 @@ def test_table_has_one_row_per_case_and_writes_markdown_and_chart(tmp_path, reco
 
     assert result.returncode == 0, result.stderr
     rows = [line for line in markdown.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
-    cases = {(b["extra_info"]["checkpoint"], b["extra_info"]["dtype"], b["extra_info"]["quantization"]) for b in recorded["benchmarks"]}
+    cases = {
+        (b["extra_info"]["checkpoint"], b["extra_info"]["dtype"], b["extra_info"]["quantization"])
+        for b in recorded["benchmarks"]
+    }
     assert {tuple(cell.strip() for cell in row.split("|")[1:4]) for row in rows} == cases
     assert len(rows) == len(cases)
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -62,7 +65,8 @@ def test_compare_fails_on_planted_regressions_and_names_them(tmp_path, recorded)
     new = copy.deepcopy(recorded)
     by_id = {b["extra_info"]["case_id"]: b for b in new["benchmarks"]}
     by_id["llama-bf16-4bit-nf4-nested"]["stats"]["median"] *= 1.5
-    by_id["gpt2-fp32-8bit"]["extra_info"]["peak_bytes"] = int(by_id["gpt2-fp32-8bit"]["extra_info"]["peak_bytes"] * 1.05)
+    peak = by_id["gpt2-fp32-8bit"]["extra_info"]["peak_bytes"]
+    by_id["gpt2-fp32-8bit"]["extra_info"]["peak_bytes"] = int(peak * 1.05)
     new_path = write(tmp_path, "new.json", new)
 
     result = run_cli("compare", RECORDED, new_path, "--max-latency-regression", "15%", "--max-memory-regression", "2%")

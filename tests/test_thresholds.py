@@ -6,7 +6,6 @@ change to a threshold keeps these tests true; flags override the file, the file 
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import re
@@ -96,7 +95,9 @@ def test_a_flag_overrides_the_file(tmp_path):
     base, new = planted(tmp_path, "max_latency_regression", 1 + allowance + 0.05)
 
     from_file = compare(base, new, "--thresholds", THRESHOLDS)
-    overridden = compare(base, new, "--thresholds", THRESHOLDS, "--max-latency-regression", f"{(allowance + 0.10) * 100}%")
+    overridden = compare(
+        base, new, "--thresholds", THRESHOLDS, "--max-latency-regression", f"{(allowance + 0.10) * 100}%"
+    )
 
     assert (from_file.returncode, overridden.returncode) == (1, 0)
 
@@ -113,7 +114,8 @@ def test_the_file_overrides_the_defaults(tmp_path):
 def test_a_short_load_must_also_grow_beyond_the_latency_floor(tmp_path, side, margin_s, status):
     floor_s = load_thresholds(THRESHOLDS)["latency_floor_s"]
     base_s = 0.030  # a tiny-checkpoint load: any growth near the floor is many times the percentage
-    base, new = planted(tmp_path, "max_latency_regression", (base_s + floor_s + margin_s) / base_s, base_median_s=base_s)
+    factor = (base_s + floor_s + margin_s) / base_s
+    base, new = planted(tmp_path, "max_latency_regression", factor, base_median_s=base_s)
 
     result = compare(base, new, "--thresholds", THRESHOLDS)
 
@@ -132,9 +134,12 @@ def test_the_floor_flag_overrides_the_file(tmp_path):
     "content, message",
     [
         ('max_latency_regresion = "15%"\n',
-         "unknown key(s) ['max_latency_regresion']; accepted: ['latency_floor_ms', 'max_latency_regression', 'max_memory_regression']"),
-        ("max_memory_regression = 2\n", "max_memory_regression = 2 is not accepted; accepted: a percentage string such as \"2%\""),
-        ('latency_floor_ms = "50 ms"\n', "latency_floor_ms = '50 ms' is not accepted; accepted: a number of milliseconds >= 0 such as 50"),
+         "unknown key(s) ['max_latency_regresion']; "
+         "accepted: ['latency_floor_ms', 'max_latency_regression', 'max_memory_regression']"),
+        ("max_memory_regression = 2\n",
+         "max_memory_regression = 2 is not accepted; accepted: a percentage string such as \"2%\""),
+        ('latency_floor_ms = "50 ms"\n',
+         "latency_floor_ms = '50 ms' is not accepted; accepted: a number of milliseconds >= 0 such as 50"),
         ('max_memory_regression = "-2%"\n', "max_memory_regression: '-2%' is negative"),
         ("max_memory_regression = \n", "not valid TOML"),
     ],
@@ -174,7 +179,10 @@ def test_noise_reports_the_spread_of_each_case_and_its_distribution(tmp_path):
     result = noise(base, slower_one, base)
 
     assert result.returncode == 0, result.stderr
-    summary = [line for line in result.stdout.splitlines() if line.startswith("| median latency |") or line.startswith("| peak memory |")]
+    summary = [
+        line for line in result.stdout.splitlines()
+        if line.startswith("| median latency |") or line.startswith("| peak memory |")
+    ]
     assert summary == [
         "| median latency | 51 | 0.0% | 0.0% | 25.0% | llama/bfloat16/4bit-nf4-nested |",
         "| peak memory | 51 | 0.0% | 0.0% | 0.0% | gpt2/auto/8bit |",  # all equal: the first case
@@ -184,7 +192,8 @@ def test_noise_reports_the_spread_of_each_case_and_its_distribution(tmp_path):
 def test_noise_needs_two_runs():
     result = noise(RECORDED)
 
-    assert (result.returncode, result.stderr) == (2, "error: noise needs at least 2 runs of the same benchmark, got 1\n")
+    message = "error: noise needs at least 2 runs of the same benchmark, got 1\n"
+    assert (result.returncode, result.stderr) == (2, message)
 
 
 def test_the_committed_noise_tables_are_what_the_committed_runs_give():
