@@ -9,21 +9,25 @@
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 import pytest
 
+from benchmarks.environment import device_info, library_versions
 from benchmarks.matrix import Checkpoint, cases, checkpoint_token
 from fixtures.checkpoints import TINY_ARCHITECTURES, tiny_checkpoint
 from fixtures.realsize import REALSIZE_ARCHITECTURES, realsize_path
 
 ROUNDS, WARMUP_ROUNDS = 5, 1
+# Numbers measured once per session (cold import time, host-to-device bandwidth), for machine_info.
+SESSION_INFO = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("policyload benchmarks")
-    group.addoption("--realsize", action="store_true", help="also run the real-size checkpoints (built on first use, GBs)")
+    group.addoption(
+        "--realsize", action="store_true", help="also run the real-size checkpoints (built on first use, GBs)"
+    )
     group.addoption(
         "--checkpoint", action="append", default=[], metavar="PATH_OR_CACHED_HUB_ID",
         help="also benchmark this checkpoint (a folder, or a hub id already in the offline cache); repeatable",
@@ -91,32 +95,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def library_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for name in ("torch", "transformers", "trl", "bitsandbytes", "accelerate", "policyload"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def device_info() -> dict:
-    """What the numbers were measured on: `device` is the key `policyload.report compare` checks."""
-    import torch
-
-    from policyload.measure import device_description
-
-    info = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
-    if torch.cuda.is_available():
-        info.update(device_description())
-        info["device"] = info.get("gpu_name") or torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
-    else:
-        info["device"] = f"cpu ({info['cpu']}, {info['cpu_count']} cores)"
-    return info
+def session_info(config) -> dict:
+    """The session's measured-once numbers, kept in `config.stash` (filled by the session fixtures)."""
+    return config.stash.setdefault(SESSION_INFO, {})
 
 
 def pytest_report_header(config):
@@ -128,7 +109,7 @@ def pytest_report_header(config):
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["policyload"] = {
         **library_versions(), **device_info(), "quick": quick_mode(config),
-        **getattr(config, "_policyload_session_info", {}),
+        **session_info(config),
     }
 
 
@@ -143,7 +124,7 @@ def fresh_process_server(pytestconfig):
     from policyload.measure import FreshProcessServer
 
     with FreshProcessServer() as server:
-        pytestconfig._policyload_session_info = {"cold_import_s": server.import_s}
+        session_info(pytestconfig)["cold_import_s"] = server.import_s
         yield server
 
 
@@ -157,7 +138,7 @@ def host_to_device(pytestconfig) -> dict:
     if not torch.cuda.is_available():
         return {}
     result = host_to_device_bandwidth()
-    getattr(pytestconfig, "_policyload_session_info", {}).update(result)
+    session_info(pytestconfig).update(result)
     return result
 
 

@@ -8,8 +8,10 @@ loads the tiny Llama checkpoint, then the real-size one named by `--realsize`, a
 the quantized case, where TRL's kbit device map `{"": local_process_index}` decides the GPU.
 Per rank and case it records where the parameters landed and, on CUDA, the allocator's peak
 (`torch.cuda.max_memory_allocated`) and NVML's used-memory delta on that rank's GPU, the load's
-own (baselines subtracted by the trackers). Rank 0 gathers every rank's record into one JSON file.
-NVML device indexes are taken to be CUDA's (true unless CUDA_VISIBLE_DEVICES reorders them).
+own (baselines subtracted by the trackers). Rank 0 gathers every rank's record into one JSON
+file. NVML device indexes are taken to be CUDA's (true unless CUDA_VISIBLE_DEVICES reorders them);
+where NVML is missing or restricted, a record's `nvml_unavailable` says why (the allocator's
+numbers still stand).
 
 Without CUDA (e.g. 2 gloo processes on a CPU) the loads and the placement still run; the VRAM
 part is skipped with its reason in the JSON and on stdout. Exit code 1 when a rank's model landed
@@ -25,6 +27,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from benchmarks.environment import device_info, library_versions
 from fixtures.checkpoints import tiny_checkpoint
 from fixtures.realsize import REALSIZE_ARCHITECTURES, realsize_checkpoint
 from policyload import LoadSpec, Topology, load_policy
@@ -35,33 +38,33 @@ NO_CUDA = "VRAM skipped: requires CUDA (torch.cuda.is_available() is False); pla
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="torchrun ... -m benchmarks.per_rank_vram", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="torchrun ... -m benchmarks.per_rank_vram", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--json", required=True, metavar="PATH", help="where rank 0 writes every rank's record")
     parser.add_argument("--markdown", metavar="PATH", help="also write the per-rank table here")
     parser.add_argument(
         "--realsize", choices=REALSIZE_ARCHITECTURES, metavar="NAME",
-        help=f"also load this real-size checkpoint (built on first use); one of {', '.join(REALSIZE_ARCHITECTURES)}",
+        help="also load this real-size checkpoint (built on first use); "
+        f"one of {', '.join(REALSIZE_ARCHITECTURES)}",
     )
     return parser.parse_args(argv)
 
 
 def measure_load(name: str, folder: Path, topology: Topology) -> dict:
     """Load one checkpoint on this rank: where it went and, on CUDA, what it cost on this rank's GPU
-    (the trackers of `policyload.measure`, as the single-process benchmarks use them)."""
+    (the trackers of `policyload.measure`, as the single-process benchmarks use them; NVML's
+    read-out is the reason where NVML is unavailable)."""
     from policyload.measure import CudaAllocatorTracker, NvmlTracker
 
     spec = LoadSpec(str(folder), **SPEC_FIELDS)
     device = topology.device
     cuda = topology.accelerator == "cuda"
     release_memory()
-    trackers = []
+    trackers = [CudaAllocatorTracker(device), NvmlTracker(topology.local_process_index)] if cuda else []
     with ExitStack() as stack:
-        if cuda:
-            trackers.append(stack.enter_context(CudaAllocatorTracker(device)))
-            try:
-                trackers.append(stack.enter_context(NvmlTracker(topology.local_process_index)))
-            except Exception as error:  # nvidia-ml-py missing or NVML restricted: allocator numbers still stand
-                print(f"rank {topology.local_process_index}: NVML skipped ({type(error).__name__}: {error})", flush=True)
+        for tracker in trackers:
+            stack.enter_context(tracker)
         model = load_policy(spec, topology)
     record = {
         "checkpoint": name,
@@ -95,7 +98,8 @@ def markdown_table(document: dict) -> str:
     from policyload.report import format_bytes
 
     lines = [
-        f"Per-rank load of bf16 4-bit NF4 on {document['device']} ({document['world_size']} ranks, backend {document['backend']})",
+        f"Per-rank load of bf16 4-bit NF4 on {document['device']} "
+        f"({document['world_size']} ranks, backend {document['backend']})",
         "",
         "| rank | checkpoint | expected device | parameters on | max allocated | NVML used delta |",
         "|---:|---|---|---|---:|---:|",
@@ -103,8 +107,10 @@ def markdown_table(document: dict) -> str:
     for rank in document["ranks"]:
         for case in rank["cases"]:
             lines.append(
-                f"| {rank['rank']} | {case['checkpoint']} | {case['expected_device']} | {', '.join(case['parameter_devices'])} "
-                f"| {format_bytes(case.get('cuda_peak_allocated_bytes'))} | {format_bytes(case.get('nvml_device_used_delta_bytes'))} |"
+                f"| {rank['rank']} | {case['checkpoint']} | {case['expected_device']} "
+                f"| {', '.join(case['parameter_devices'])} "
+                f"| {format_bytes(case.get('cuda_peak_allocated_bytes'))} "
+                f"| {format_bytes(case.get('nvml_device_used_delta_bytes'))} |"
             )
     if any("vram_skipped" in case for rank in document["ranks"] for case in rank["cases"]):
         lines += ["", NO_CUDA]
@@ -117,7 +123,11 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     if "LOCAL_RANK" not in os.environ:
-        print("error: run under torchrun (LOCAL_RANK is not set): torchrun --standalone --nproc_per_node N -m benchmarks.per_rank_vram ...", file=sys.stderr)
+        print(
+            "error: run under torchrun (LOCAL_RANK is not set): "
+            "torchrun --standalone --nproc_per_node N -m benchmarks.per_rank_vram ...",
+            file=sys.stderr,
+        )
         return 2
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
@@ -138,12 +148,11 @@ def main(argv=None) -> int:
         gathered = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, record)
         misplaced = [
-            f"rank {r['rank']} {case['checkpoint']}: parameters on {case['parameter_devices']}, expected {case['expected_device']}"
+            f"rank {r['rank']} {case['checkpoint']}: parameters on {case['parameter_devices']}, "
+            f"expected {case['expected_device']}"
             for r in gathered for case in r["cases"] if case["parameter_devices"] != [case["expected_device"]]
         ]
         if rank == 0:
-            from benchmarks.conftest import device_info, library_versions
-
             document = {
                 **device_info(), "versions": library_versions(), "backend": backend,
                 "world_size": dist.get_world_size(), "ranks": gathered, "misplaced": misplaced,

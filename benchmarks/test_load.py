@@ -46,7 +46,10 @@ def checkpoint_folder(checkpoint) -> Path:
     try:
         return Path(snapshot_download(checkpoint.source, local_files_only=True))
     except Exception as error:
-        pytest.skip(f"checkpoint {checkpoint.source!r} is neither a folder nor in the offline hub cache ({type(error).__name__})")
+        pytest.skip(
+            f"checkpoint {checkpoint.source!r} is neither a folder nor in the offline hub cache "
+            f"({type(error).__name__})"
+        )
 
 
 def skip_unless_fits(prediction, on_device: str | None) -> None:
@@ -62,6 +65,118 @@ def skip_unless_fits(prediction, on_device: str | None) -> None:
         pytest.skip(reason)
 
 
+def round_trackers(stack: ExitStack, device: str | None, device_index: int) -> list:
+    """Enter the trackers of one round on `stack`: on CUDA the allocator's and NVML's (whose
+    read-out is the reason where NVML is unavailable), then the latency's, innermost."""
+    trackers = [CudaAllocatorTracker(device), NvmlTracker(device_index)] if device else []
+    trackers.append(LatencyTracker(device))
+    return [stack.enter_context(tracker) for tracker in trackers]
+
+
+def benchmark_loads(benchmark, spec, topology: Topology, device: str | None, rounds: tuple[int, int]):
+    """Time `load_policy(spec)` with pytest-benchmark, each round's model freed before the next
+    round: (the trackers' read-outs of the measured rounds, tensor bytes of the model loaded).
+
+    On a device the timed call includes moving a not-quantized model there (see `test_load`)."""
+    rounds_, warmup_rounds = rounds
+    held: dict = {}
+    samples: list[dict] = []
+
+    def free_previous_model():
+        held.clear()
+        release_memory()
+        return (), {}
+
+    def load_once():
+        with ExitStack() as stack:
+            trackers = round_trackers(stack, device, topology.local_process_index)
+            model = load_policy(spec, topology)
+            held["model"] = model.to(device) if device and spec.quantization == "none" else model
+        samples.append({key: value for tracker in trackers for key, value in tracker.readout().items()})
+
+    try:
+        benchmark.pedantic(load_once, setup=free_previous_model, rounds=rounds_, warmup_rounds=warmup_rounds)
+        measured_bytes = measured_model_bytes(held["model"])
+    finally:
+        held.clear()
+        release_memory()
+    return samples[-rounds_:], measured_bytes
+
+
+def case_columns(case, device: str | None, rounds: tuple[int, int]) -> dict:
+    rounds_, warmup_rounds = rounds
+    return {
+        "case_id": case.id,
+        "checkpoint": case.checkpoint.token,
+        "checkpoint_kind": case.checkpoint.kind,
+        "dtype": case.spec.dtype,
+        "quantization": case.quantization,
+        "device": device or "cpu",
+        "rounds": rounds_,
+        "warmup_rounds": warmup_rounds,
+    }
+
+
+def latency_columns(samples: list[dict]) -> dict:
+    latencies = [sample["latency_s"] for sample in samples]
+    return {"latency_s": latencies, "median_latency_s": statistics.median(latencies)}
+
+
+def memory_columns(last: dict, cold: dict, device: str | None) -> dict:
+    """Peak and resident bytes of the load: the allocator's on a device, else the fresh process's RSS."""
+    if device:
+        return {
+            "memory_source": "cuda allocator, this load alone",
+            "peak_bytes": last["cuda_peak_allocated_bytes"],
+            "resident_bytes": last["cuda_resident_allocated_bytes"],
+        }
+    return {
+        "memory_source": "host RSS above baseline, fresh process",
+        "peak_bytes": cold["peak_rss_during_load_bytes"],
+        "resident_bytes": cold["rss_after_load_bytes"],
+    }
+
+
+def tracker_columns(last: dict) -> dict:
+    """The last round's tracker read-outs as they are (its latency is in `latency_s` already)."""
+    return {key: value for key, value in last.items() if key != "latency_s"}
+
+
+def prediction_columns(prediction, last: dict, measured_bytes: int, device: str | None) -> dict:
+    """The memory model's prediction against the measurement: the allocator's resident bytes on a
+    device, else the tensor bytes of the loaded model."""
+    ratio_bytes = last["cuda_resident_allocated_bytes"] if device else measured_bytes
+    return {
+        "predicted_bytes": prediction.total_bytes,
+        "prediction": prediction.to_dict(),
+        "measured_bytes": ratio_bytes,
+        "measured_tensor_bytes": measured_bytes,
+        "measured_over_predicted": ratio_bytes / prediction.total_bytes,
+    }
+
+
+def cold_columns(cold: dict) -> dict:
+    """The fresh process's numbers, each under a `cold_` name."""
+    return {key if key.startswith("cold_") else f"cold_{key}": value for key, value in cold.items()}
+
+
+def bandwidth_columns(bandwidth: dict, host_to_device: dict, device: str | None, median_s: float) -> dict:
+    """The physical limits measured, the lowest that applies, and the fraction of it the load achieved."""
+    limits = {"page cache read": bandwidth["page_cache_read_bytes_per_s"]}
+    if device and host_to_device:
+        limits["host-to-device pageable copy"] = host_to_device["h2d_pageable_bytes_per_s"]
+    limit_source = min(limits, key=limits.get)
+    achieved = bandwidth["checkpoint_bytes"] / median_s
+    return {
+        **bandwidth,
+        **host_to_device,
+        "bandwidth_limit_bytes_per_s": limits[limit_source],
+        "bandwidth_limit_source": limit_source,
+        "achieved_bytes_per_s": achieved,
+        "bandwidth_fraction": achieved / limits[limit_source],
+    }
+
+
 def test_load(benchmark, case, rounds, fresh_process_server, read_bandwidth, host_to_device):
     spec = case.spec
     if spec.quantization != "none":
@@ -74,96 +189,23 @@ def test_load(benchmark, case, rounds, fresh_process_server, read_bandwidth, hos
     # load_policy places only quantized models on the accelerator (TRL's kbit device map); the
     # others load on the host, as in the DPO recipe, and the trainer then moves them to the
     # device. "Usable" on a GPU therefore includes that move, which the timed call makes too.
-    on_device = f"cuda:{topology.local_process_index}" if topology.accelerator == "cuda" else None
-    skip_unless_fits(prediction, on_device)
-    cuda = topology.accelerator == "cuda"
-    device_name = f"cuda:{topology.local_process_index}" if cuda else None
+    device = topology.device if topology.accelerator == "cuda" else None
+    skip_unless_fits(prediction, device)
 
     bandwidth = read_bandwidth(folder)
     cold = fresh_process_server.measure(dataclasses.asdict(spec))
-    rounds_, warmup_rounds = rounds
-    held: dict = {}
-    samples: list[dict] = []
+    samples, measured_bytes = benchmark_loads(benchmark, spec, topology, device, rounds)
 
-    def free_previous_model():
-        held.clear()
-        release_memory()
-        return (), {}
-
-    def load_once():
-        with ExitStack() as stack:
-            trackers = []
-            if cuda:
-                trackers.append(stack.enter_context(CudaAllocatorTracker(device_name)))
-                try:
-                    trackers.append(stack.enter_context(NvmlTracker(topology.local_process_index)))
-                except Exception:  # nvidia-ml-py missing or NVML restricted: allocator numbers still stand
-                    pass
-            latency = stack.enter_context(LatencyTracker(device_name))
-            trackers.append(latency)
-            model = load_policy(spec, topology)
-            held["model"] = model.to(device_name) if cuda and spec.quantization == "none" else model
-        stack.close()
-        sample = {}
-        for tracker in trackers:
-            sample.update(tracker.readout())
-        samples.append(sample)
-
-    try:
-        benchmark.pedantic(load_once, setup=free_previous_model, rounds=rounds_, warmup_rounds=warmup_rounds)
-        measured_bytes = measured_model_bytes(held["model"])
-    finally:
-        held.clear()
-        release_memory()
-
-    measured = samples[-rounds_:]
-    latencies = [sample["latency_s"] for sample in measured]
-    median_s = statistics.median(latencies)
-    last = measured[-1]
-    if on_device:
-        memory = {
-            "memory_source": "cuda allocator, this load alone",
-            "peak_bytes": last["cuda_peak_allocated_bytes"],
-            "resident_bytes": last["cuda_resident_allocated_bytes"],
-        }
-        ratio_bytes = last["cuda_resident_allocated_bytes"]
-    else:
-        memory = {
-            "memory_source": "host RSS above baseline, fresh process",
-            "peak_bytes": cold["peak_rss_during_load_bytes"],
-            "resident_bytes": cold["rss_after_load_bytes"],
-        }
-        ratio_bytes = measured_bytes
-    limits = {"page cache read": bandwidth["page_cache_read_bytes_per_s"]}
-    if on_device and host_to_device:
-        limits["host-to-device pageable copy"] = host_to_device["h2d_pageable_bytes_per_s"]
-    limit_source = min(limits, key=limits.get)
-    achieved = bandwidth["checkpoint_bytes"] / median_s
+    last = samples[-1]
+    latency = latency_columns(samples)
     benchmark.extra_info.update(
         {
-            "case_id": case.id,
-            "checkpoint": case.checkpoint.token,
-            "checkpoint_kind": case.checkpoint.kind,
-            "dtype": spec.dtype,
-            "quantization": case.quantization,
-            "device": on_device or "cpu",
-            "rounds": rounds_,
-            "warmup_rounds": warmup_rounds,
-            "latency_s": latencies,
-            "median_latency_s": median_s,
-            **memory,
-            **{key: value for key, value in last.items() if key != "latency_s"},
-            "predicted_bytes": prediction.total_bytes,
-            "prediction": prediction.to_dict(),
-            "measured_bytes": ratio_bytes,
-            "measured_tensor_bytes": measured_bytes,
-            "measured_over_predicted": ratio_bytes / prediction.total_bytes,
-            **{f"cold_{key}" if not key.startswith("cold_") else key: value for key, value in cold.items()},
-            **bandwidth,
-            **host_to_device,
-            "bandwidth_limit_bytes_per_s": limits[limit_source],
-            "bandwidth_limit_source": limit_source,
-            "achieved_bytes_per_s": achieved,
-            "bandwidth_fraction": achieved / limits[limit_source],
+            **case_columns(case, device, rounds),
+            **latency,
+            **memory_columns(last, cold, device),
+            **tracker_columns(last),
+            **prediction_columns(prediction, last, measured_bytes, device),
+            **cold_columns(cold),
+            **bandwidth_columns(bandwidth, host_to_device, device, latency["median_latency_s"]),
         }
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
+import sys
 import time
 from types import SimpleNamespace
 
@@ -25,6 +27,7 @@ from policyload.measure import (
     host_to_device_bandwidth,
     rss_bytes,
 )
+from policyload.measure.fresh_process import cold_device_memory
 
 MIB = 1024**2
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="requires CUDA")
@@ -98,15 +101,90 @@ def test_cuda_context_is_never_negative():
 def test_device_description_decodes_nvml_bytes():
     description = device_description(FakeNvml(used_readings=[0], processes=[]))
 
-    assert description == {"gpu_name": "NVIDIA H100 80GB HBM3", "gpu_driver": "550.54.15", "gpu_total_bytes": 80 * 1024**3}
+    assert description == {
+        "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_driver": "550.54.15", "gpu_total_bytes": 80 * 1024**3
+    }
 
 
-def test_device_description_without_nvml_is_empty():
-    class NoDriver:
-        def nvmlInit(self):
-            raise RuntimeError("NVML Shared Library Not Found")
+class NoDriver:
+    """pynvml where the NVIDIA driver's library is absent: `nvmlInit` raises."""
 
-    assert device_description(NoDriver()) == {}
+    def __init__(self):
+        self.calls = []
+
+    def nvmlInit(self):
+        self.calls.append("init")
+        raise RuntimeError("NVML Shared Library Not Found")
+
+    def nvmlShutdown(self):
+        self.calls.append("shutdown")
+
+
+class Restricted(FakeNvml):
+    """pynvml in a container that initialises but refuses the process list."""
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        raise PermissionError("Insufficient Permissions")
+
+
+NO_DRIVER_REASON = "RuntimeError: NVML Shared Library Not Found"
+
+
+def test_device_description_without_nvml_gives_the_reason():
+    """Was `{}`: an unavailable NVML is now recorded with its reason, as `NvmlTracker` records it."""
+    assert device_description(NoDriver()) == {"nvml_unavailable": NO_DRIVER_REASON}
+
+
+def test_nvml_tracker_without_nvml_records_the_reason_and_never_raises():
+    nvml = NoDriver()
+
+    with NvmlTracker(0, nvml=nvml, pid=42, torch_reserved=lambda: 0) as tracker:
+        pass
+
+    assert tracker.readout() == {"nvml_unavailable": NO_DRIVER_REASON}
+    assert nvml.calls == ["init"]
+
+
+def test_nvml_tracker_without_pynvml_records_the_reason(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` now raises ModuleNotFoundError
+
+    with NvmlTracker(0, pid=42, torch_reserved=lambda: 0) as tracker:
+        pass
+
+    assert list(tracker.readout()) == ["nvml_unavailable"]
+    assert tracker.readout()["nvml_unavailable"].startswith("ModuleNotFoundError: import of pynvml halted")
+
+
+def test_nvml_tracker_when_nvml_refuses_a_reading_records_the_reason_and_shuts_down():
+    nvml = Restricted(used_readings=[0, 10 * MIB], processes=[])
+
+    with NvmlTracker(0, nvml=nvml, pid=42, torch_reserved=lambda: 0) as tracker:
+        pass
+
+    assert tracker.readout() == {"nvml_unavailable": "PermissionError: Insufficient Permissions"}
+    assert nvml.calls == ["init", "shutdown"]
+
+
+def test_cold_start_records_why_nvml_is_unavailable(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 123)
+
+    columns = cold_device_memory("cuda:0", 0, nvml=NoDriver())
+
+    assert columns == {"cold_nvml_unavailable": NO_DRIVER_REASON, "cold_cuda_allocated_bytes": 123}
+
+
+def test_cold_start_keeps_the_process_share_and_context_of_nvml(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 400 * MIB)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 512 * MIB)
+    nvml = FakeNvml(used_readings=[0, 0], processes=[SimpleNamespace(pid=os.getpid(), usedGpuMemory=900 * MIB)])
+
+    columns = cold_device_memory("cuda:0", 0, nvml=nvml)
+
+    assert columns == {
+        "cold_nvml_process_used_bytes": 900 * MIB,
+        "cold_cuda_context_bytes": 388 * MIB,
+        "cold_cuda_allocated_bytes": 400 * MIB,
+    }
 
 
 def test_latency_tracker_covers_the_block():

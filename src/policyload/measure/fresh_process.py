@@ -1,0 +1,140 @@
+"""The fresh-process measurement: cold start, peak and resident RSS of the first load in a process.
+
+In-process host numbers lie (glibc keeps freed memory, `ru_maxrss` only ever grows), so these
+are read in a process that has only imported the libraries. `FreshProcessServer` starts that
+interpreter once (`python -m policyload.measure serve`, see `__main__.py`) and it forks a child
+per measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from .latency import LatencyTracker
+from .nvml import NvmlTracker
+from .rss import RssTracker
+
+SERVE_COMMAND = [sys.executable, "-m", "policyload.measure", "serve"]
+# NvmlTracker read-out keys the cold result keeps, prefixed with "cold_" (the delta would be the
+# whole process's, which the allocator and RSS numbers already tell better).
+COLD_NVML_KEYS = ("nvml_process_used_bytes", "cuda_context_bytes", "nvml_unavailable")
+
+
+class FreshProcessServer:
+    """A child interpreter that imports torch, transformers, bitsandbytes and policyload once,
+    then forks a fresh process per measurement: cold first load, peak and resident RSS.
+
+    Forking from a process that has loaded nothing gives each measurement a clean heap and a
+    resettable peak counter without paying the imports (seconds) per case. The interpreter's
+    import time is measured once (`import_s`). CUDA is never initialised in the server, so each
+    forked child may use it.
+    """
+
+    def __init__(self, timeout_s: float = 600):
+        self.timeout_s = timeout_s
+        self._process = subprocess.Popen(
+            SERVE_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+        self.import_s = self._reply()["import_s"]
+
+    def _reply(self) -> dict:
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"fresh-process server exited with code {self._process.wait()}")
+        return json.loads(line)
+
+    def measure(self, spec_fields: dict) -> dict:
+        """Cold-start numbers of `load_policy(LoadSpec(**spec_fields))` in a fresh process.
+
+        Raises RuntimeError naming the failure if the child crashed (OOM-killed included).
+        """
+        self._process.stdin.write(json.dumps(spec_fields) + "\n")
+        self._process.stdin.flush()
+        reply = self._reply()
+        if "error" in reply:
+            raise RuntimeError(f"fresh-process load failed: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()
+            self._process.wait(timeout=30)
+
+    def __enter__(self) -> FreshProcessServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def cold_device_memory(device: str, device_index: int, nvml=None) -> dict:
+    """What the cold load holds on `device` once loaded: the allocator's bytes and NVML's process
+    share and CUDA context, or the reason NVML could not say (`cold_nvml_unavailable`)."""
+    import torch
+
+    with NvmlTracker(device_index, nvml=nvml) as tracker:
+        pass
+    readout = tracker.readout()
+    result = {f"cold_{key}": readout[key] for key in COLD_NVML_KEYS if key in readout}
+    result["cold_cuda_allocated_bytes"] = torch.cuda.memory_allocated(device)
+    return result
+
+
+def measure_in_this_process(spec_fields: dict) -> dict:
+    """The cold load itself, in the forked child: latency, RSS, tensor bytes and, on CUDA, device memory."""
+    from ..load import load_policy
+    from ..memory_model import measured_model_bytes
+    from ..spec import LoadSpec
+    from ..topology import Topology
+
+    spec = LoadSpec(**spec_fields)
+    topology = Topology.detect()
+    device = topology.device if topology.accelerator == "cuda" else None
+    with RssTracker() as rss, LatencyTracker(device) as latency:
+        model = load_policy(spec, topology)
+    result = {"cold_first_load_s": latency.seconds, **rss.readout(), "measured_bytes": measured_model_bytes(model)}
+    if device:
+        result.update(cold_device_memory(device, topology.local_process_index))
+    return result
+
+
+def serve() -> None:
+    """The server's loop: import the libraries, say how long that took, then one forked
+    measurement per line of spec fields on stdin, one JSON reply per line on stdout."""
+    start = time.perf_counter()
+    import bitsandbytes  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    from .. import load  # noqa: F401
+
+    print(json.dumps({"import_s": time.perf_counter() - start}), flush=True)
+    for line in sys.stdin:
+        print(json.dumps(measure_in_a_fork(json.loads(line))), flush=True)
+
+
+def measure_in_a_fork(spec_fields: dict) -> dict:
+    """`measure_in_this_process` in a forked child; its failure, or its death, as `{"error": ...}`."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            reply = measure_in_this_process(spec_fields)
+        except BaseException as error:  # reported to the parent, which fails the case
+            reply = {"error": f"{type(error).__name__}: {error}"}
+        with os.fdopen(write_end, "w") as out:
+            out.write(json.dumps(reply))
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as source:
+        text = source.read()
+    _, status = os.waitpid(pid, 0)
+    if not text:
+        signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        return {"error": f"child died (signal {signal}, status {status}); out of memory?"}
+    return json.loads(text)
