@@ -16,13 +16,19 @@ fails; so does a listed one that no longer happens (the spirit of `xfail(strict=
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 
+from policyload.drift import ABSENT
+
 from .trl_release import TRL
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the backport (the `test` extra installs it there)
+    import tomli as tomllib
 
 DIVERGENCES_FILE = Path(__file__).with_name("divergences.toml")
 KINDS = ("trl-accepts", "trl-crashes", "trl-rejects", "values-differ")
@@ -112,10 +118,12 @@ def explain(level: str, case_id: str, reference: Outcome, trl: Outcome, divergen
     listed = [d for d in divergences if d.covers(level, case_id)]
     header = f"[{level} {case_id}, trl {TRL}]\n  reference: {reference}\n  TRL:       {trl}"
     if kind is None and listed:
-        return f"{header}\n  listed divergence no longer happens ({listed[0].kind}: {listed[0].reason}); remove it from {DIVERGENCES_FILE.name}"
+        stale = f"listed divergence no longer happens ({listed[0].kind}: {listed[0].reason})"
+        return f"{header}\n  {stale}; remove it from {DIVERGENCES_FILE.name}"
     if kind is not None and not any(d.kind == kind for d in listed):
         detail = difference(reference.value, trl.value) if kind == "values-differ" else ""
-        return f"{header}\n  unlisted divergence ({kind}){detail}; fix the reference or explain it in {DIVERGENCES_FILE.name}"
+        unlisted = f"unlisted divergence ({kind}){detail}"
+        return f"{header}\n  {unlisted}; fix the reference or explain it in {DIVERGENCES_FILE.name}"
     return None
 
 
@@ -125,8 +133,9 @@ def difference(reference, trl) -> str:
         return ""
     lines = []
     for key in sorted(set(reference) | set(trl)):
-        if reference.get(key, "<absent>") != trl.get(key, "<absent>"):
-            lines.append(f"\n    {key}: reference {reference.get(key, '<absent>')!r}, TRL {trl.get(key, '<absent>')!r}")
+        in_reference, in_trl = reference.get(key, ABSENT), trl.get(key, ABSENT)
+        if in_reference != in_trl:
+            lines.append(f"\n    {key}: reference {in_reference!r}, TRL {in_trl!r}")
     return "".join(lines)
 
 

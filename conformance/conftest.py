@@ -31,7 +31,8 @@ def pytest_report_header(config):
 
     import torch
 
-    versions = ", ".join(f"{name} {version(name)}" for name in ("trl", "transformers", "torch", "bitsandbytes", "accelerate"))
+    packages = ("trl", "transformers", "torch", "bitsandbytes", "accelerate")
+    versions = ", ".join(f"{name} {version(name)}" for name in packages)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return [f"policyload conformance: {versions}; device {device}", f"trl {TRL} facts: {describe(FACTS)}"]
 
@@ -40,30 +41,36 @@ def pytest_addoption(parser):
     parser.addoption(
         "--observations",
         metavar="PATH",
-        help="write, per recipe case, what TRL's recipe passed to from_pretrained (JSON; input of python -m policyload.drift)",
+        help=(
+            "write, per recipe case, what TRL's recipe passed to from_pretrained "
+            "(JSON; input of python -m policyload.drift)"
+        ),
     )
+
+
+#: What TRL's recipe did, by case id, kept for the drift report (`--observations`) in `config.stash`.
+OBSERVATIONS = pytest.StashKey[dict]()
 
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_MODULES_CACHE, ignore_errors=True)
     path = session.config.getoption("--observations")
-    if path and _OBSERVATIONS:
+    observations = session.config.stash.get(OBSERVATIONS, {})
+    if path and observations:
         from importlib.metadata import version
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        record = {"trl": str(TRL), "transformers": version("transformers"), "observations": _OBSERVATIONS}
+        record = {"trl": str(TRL), "transformers": version("transformers"), "observations": observations}
         Path(path).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
 
 
-_OBSERVATIONS: dict = {}
-
-
 @pytest.fixture(scope="session")
-def record_observation():
+def record_observation(pytestconfig):
     """`record_observation(case_id, outcome)`: keep what TRL did for the drift report."""
+    observations = pytestconfig.stash.setdefault(OBSERVATIONS, {})
 
     def record(case_id: str, outcome) -> None:
-        _OBSERVATIONS[case_id] = {"error": outcome.error} if outcome.error else outcome.value
+        observations[case_id] = {"error": outcome.error} if outcome.error else outcome.value
 
     return record
 

@@ -33,12 +33,11 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(_ROOT), str(_ROOT / "src")]  # run as a script by torchrun: make the packages importable
 
-#: The specs loaded on every rank: bf16 unquantized, 8-bit, 4-bit nf4 (`ConfigCase` ids).
-CASES = (("bfloat16", "none", "nf4"), ("bfloat16", "8bit", "nf4"), ("bfloat16", "4bit", "nf4"))
+from policyload.drift import ABSENT  # noqa: E402  (importable once the path is set)
 
 
 def _device_map(kwargs: dict):
-    return kwargs.get("device_map", "<absent>")
+    return kwargs.get("device_map", ABSENT)
 
 
 def _outcome(outcome) -> dict:
@@ -70,13 +69,14 @@ def check_rank(out_dir: Path, checkpoint: str | None, dataset: str | None) -> di
     state = PartialState(cpu=cpu_only)  # initialises the process group from torchrun's environment
 
     from conformance.agreement import observe
-    from conformance.placement import Machine, load_as_trl, placement, this_machine, trl_kwargs
+    from conformance.cases import PLACEMENT_CASES
+    from conformance.machine import Machine, this_machine
+    from conformance.placement import load_as_trl, placement, trl_kwargs
     from conformance.trl_oracle import reference_spec
     from conformance.trl_release import FACTS, TRL
     from fixtures.checkpoints import tiny_checkpoint
     from fixtures.preference_data import preference_dataset
     from policyload import Topology, kbit_device_map, load_policy
-    from policyload.cases import ConfigCase
 
     with state.main_process_first():  # build the fixtures once, not once per rank
         path = checkpoint or str(tiny_checkpoint("llama"))
@@ -109,8 +109,7 @@ def check_rank(out_dir: Path, checkpoint: str | None, dataset: str | None) -> di
         "kbit_device_map": kbit_device_map(topology),
         "cases": {},
     }
-    for dtype, quantization, quant_type in CASES:
-        case = ConfigCase(dtype, quantization, quant_type)
+    for case in PLACEMENT_CASES:  # the placement level's cases: bf16 unquantized, 8-bit, 4-bit nf4
         fields = case.model_config_fields()
         spec = reference_spec(path, fields)
         trl = trl_kwargs(path, fields, data, work, None)  # this process as it is
@@ -119,10 +118,11 @@ def check_rank(out_dir: Path, checkpoint: str | None, dataset: str | None) -> di
             for distributed, gpu_rank in simulated_gpu_rank.items()
         }
         stages = {"load": {}, "train": {}}
-        for side, load in (("reference", lambda: load_policy(spec, topology)), ("trl", lambda: load_as_trl(path, trl))):
-            model = observe(load)
-            stages["load"][side] = _outcome(observe(placement, model.value) if model.error is None else model)
-            stages["train"][side] = _outcome(observe(_prepared_placement, model.value) if model.error is None else model)
+        loads = {"reference": (load_policy, spec, topology), "trl": (load_as_trl, path, trl)}
+        for side, (load, *arguments) in loads.items():
+            model = observe(load, *arguments)
+            for stage, measure in (("load", placement), ("train", _prepared_placement)):
+                stages[stage][side] = _outcome(observe(measure, model.value) if model.error is None else model)
         result["cases"][case.id] = {
             "trl_device_map": _device_map(trl),
             "trl_device_map_simulated_cuda_rank": override,
@@ -139,7 +139,10 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", help="preference data set folder (default: the fixture)")
     args = parser.parse_args(argv)
     if "LOCAL_RANK" not in os.environ:
-        parser.error("run under torchrun: python -m torch.distributed.run --nproc_per_node 2 conformance/distributed_check.py OUTDIR")
+        parser.error(
+            "run under torchrun: "
+            "python -m torch.distributed.run --nproc_per_node 2 conformance/distributed_check.py OUTDIR"
+        )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     result = check_rank(args.out_dir, args.checkpoint, args.dataset)
     (args.out_dir / f"rank{result['RANK']}.json").write_text(json.dumps(result, indent=1, sort_keys=True))

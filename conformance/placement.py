@@ -11,7 +11,8 @@ A placement is `{name: (device, dtype)}` over `named_parameters()` and `named_bu
 Two ways to get one:
 
 - for real, on this machine: load and read the tensors (`placement(model)`);
-- simulated, for a `Machine` this process is not on (N GPUs, torchrun ranks):
+- simulated, for a `Machine` (machine.py) this process is not on (N GPUs, torchrun ranks), with
+  the patches of `upstream_patches`:
   1. the keywords: TRL's own recipe runs with `from_pretrained` intercepted (`trl_oracle`), its
      device decision seeing the simulated machine and, when distributed, `DPOTrainer` seeing the
      simulated `distributed_type`;
@@ -36,74 +37,27 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
-from unittest import mock
 
 import torch
 
 from policyload import Topology, build_model_kwargs
 
 from . import trl_oracle
+from .cases import STAGES
+from .machine import Machine
 from .trl_release import FACTS
-
-STAGES = ("load", "train")
-#: Memory of each simulated accelerator (an H100's), and of the simulated host.
-DEVICE_MEMORY = "80GiB"
-HOST_MEMORY = "256GiB"
+from .upstream_patches import (
+    DeviceMapResolved,
+    simulated_machine,
+    stop_at_weight_loading,
+    trainer_sees_distributed_type,
+)
 
 
 def placement(model: torch.nn.Module) -> dict[str, tuple[str, str]]:
     """`{name: (device, dtype)}` of every parameter and buffer, e.g. `('cuda:0', 'bfloat16')`."""
     tensors = list(model.named_parameters()) + list(model.named_buffers())
     return {name: (str(tensor.device), str(tensor.dtype).removeprefix("torch.")) for name, tensor in tensors}
-
-
-@dataclass(frozen=True)
-class Machine:
-    """A node as the load sees it: accelerator kind and count, processes started on it (torchrun
-    `--nproc_per_node`; 1 is a plain `python` run), and which of them this process is."""
-
-    accelerator: str | None = None
-    devices: int = 0
-    processes: int = 1
-    local_process_index: int = 0
-
-    def __post_init__(self) -> None:
-        if (self.accelerator is None) != (self.devices == 0):
-            raise ValueError(f"Machine.devices={self.devices!r} does not fit accelerator={self.accelerator!r}")
-        if not 0 <= self.local_process_index < self.processes:
-            raise ValueError(
-                f"Machine.local_process_index={self.local_process_index!r} is not accepted; accepted: 0..{self.processes - 1}"
-            )
-
-    @property
-    def topology(self) -> Topology:
-        return Topology(self.accelerator, self.local_process_index)
-
-    @property
-    def distributed_type(self) -> str:
-        """accelerate's `DistributedType` for this process (`PartialState._prepare_backend`)."""
-        if self.processes == 1:
-            return "NO"
-        return {None: "MULTI_CPU", "cuda": "MULTI_GPU", "xpu": "MULTI_XPU"}[self.accelerator]
-
-    @property
-    def training_device(self) -> str:
-        """`TrainingArguments.device`: the local rank's accelerator, device 0 when not distributed."""
-        return self.topology.device
-
-    @property
-    def token(self) -> str:
-        """Readable id part: 'cpu-1proc', 'cuda-1proc-4gpus', 'cuda-2procs-rank1-2gpus'."""
-        processes = "1proc" if self.processes == 1 else f"{self.processes}procs-rank{self.local_process_index}"
-        if self.accelerator is None:
-            return f"cpu-{processes}"
-        unit = "gpu" if self.accelerator == "cuda" else self.accelerator
-        return f"{self.accelerator}-{processes}-{self.devices}{unit}{'s' if self.devices > 1 else ''}"
-
-    @property
-    def max_memory(self) -> dict:
-        return {**{index: DEVICE_MEMORY for index in range(self.devices)}, "cpu": HOST_MEMORY}
 
 
 # --- the keywords ---------------------------------------------------------------------------
@@ -114,39 +68,18 @@ def reference_kwargs(spec, machine: Machine) -> dict:
     return build_model_kwargs(spec, machine.topology)
 
 
-@contextlib.contextmanager
-def _distributed_trainer(machine: Machine):
-    """Make `DPOTrainer.__init__` (and only it) see `machine.distributed_type` in
-    `args.distributed_state`. `PartialState` keeps its fields in one shared dict (the Borg
-    pattern), which is patched for the duration of the trainer's `__init__`."""
-    if machine.processes == 1:
-        yield
-        return
-    from accelerate import PartialState
-    from accelerate.utils import DistributedType
-    from trl import DPOTrainer
-
-    original_init = DPOTrainer.__init__
-    distributed_type = DistributedType(machine.distributed_type)
-
-    def init(self, *args, **kwargs):
-        with mock.patch.dict(PartialState._shared_state, {"distributed_type": distributed_type}):
-            return original_init(self, *args, **kwargs)
-
-    with mock.patch.object(DPOTrainer, "__init__", init):
-        yield
-
-
 def trl_kwargs(path: str, fields: dict, dataset_dir, output_dir, machine: Machine | None) -> dict:
     """The keywords TRL's own recipe passes to `from_pretrained` on `machine`, as passed (not made
-    comparable): `trl_oracle.recipe_kwargs(..., raw=True)`.
+    comparable): `trl_oracle.recipe_kwargs(..., raw=True)`. When `machine` is distributed,
+    `DPOTrainer.__init__` (and only it) sees its `distributed_type`.
 
     `machine=None`: this process as it really is (its accelerator, its local rank and its real
     accelerate state, e.g. under torchrun); nothing about distribution is simulated.
     """
     topology = machine.topology if machine else Topology.detect()
-    distributed = _distributed_trainer(machine) if machine else contextlib.nullcontext()
-    with distributed:
+    distributed = machine is not None and machine.processes > 1
+    trainer = trainer_sees_distributed_type(machine.distributed_type) if distributed else contextlib.nullcontext()
+    with trainer:
         return trl_oracle.recipe_kwargs(path, fields, dataset_dir, output_dir, topology, raw=True)
 
 
@@ -185,57 +118,18 @@ def _dtypes_of_real_load(path: str, kwargs: dict) -> dict[str, str]:
 # --- simulated loads ------------------------------------------------------------------------
 
 
-class _DeviceMapResolved(Exception):
-    def __init__(self, device_map):
-        super().__init__("device map resolved")
-        self.device_map = device_map
-
-
-def _stop_at_weight_loading(cls, model, *args, **kwargs):
-    """Stands in for `PreTrainedModel._load_pretrained_model`: raise the device map it was given
-    (a keyword up to transformers 4.x, a field of `LoadStateDictConfig` in 5.x)."""
-    if "device_map" in kwargs:
-        raise _DeviceMapResolved(kwargs["device_map"])
-    raise _DeviceMapResolved(next(arg.device_map for arg in args if hasattr(arg, "device_map")))
-
-
-@contextlib.contextmanager
-def simulated_machine(machine: Machine):
-    """transformers sees `machine`'s accelerator, and the current device accelerate sets for the
-    local rank (`PartialState.set_device`), which the bnb quantizers read when device_map is None."""
-    import bitsandbytes  # noqa: F401  bitsandbytes and its transformers glue probe CUDA on import:
-    import transformers.integrations.bitsandbytes  # noqa: F401  import them before CUDA is faked
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(mock.patch.object(torch.cuda, "is_available", lambda: machine.accelerator == "cuda"))
-        if machine.accelerator == "cuda":
-            stack.enter_context(mock.patch.object(torch.cuda, "current_device", lambda: machine.local_process_index))
-            stack.enter_context(mock.patch.object(torch.cuda, "device_count", lambda: machine.devices))
-        if machine.accelerator == "xpu":
-            import transformers.quantizers.quantizer_bnb_4bit as bnb_4bit
-            import transformers.quantizers.quantizer_bnb_8bit as bnb_8bit
-
-            for module in (bnb_4bit, bnb_8bit):
-                stack.enter_context(mock.patch.object(module, "is_torch_xpu_available", lambda *a, **k: True))
-            stack.enter_context(mock.patch.object(torch.xpu, "current_device", lambda: machine.local_process_index))
-            stack.enter_context(mock.patch.object(torch.xpu, "device_count", lambda: machine.devices))
-        yield
-
-
 def resolved_device_map(path: str, kwargs: dict, machine: Machine):
     """The device map transformers' `from_pretrained` resolves for `kwargs` on `machine`: a
     module -> device dict, or None (the model is built on the CPU)."""
-    from transformers import AutoModelForCausalLM, PreTrainedModel
+    from transformers import AutoModelForCausalLM
 
     kwargs = dict(kwargs)
     if machine.devices:
         kwargs["max_memory"] = machine.max_memory
-    with simulated_machine(machine), mock.patch.object(
-        PreTrainedModel, "_load_pretrained_model", classmethod(_stop_at_weight_loading)
-    ):
+    with simulated_machine(machine), stop_at_weight_loading():
         try:
             AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        except _DeviceMapResolved as resolved:
+        except DeviceMapResolved as resolved:
             return resolved.device_map
     raise AssertionError("from_pretrained returned without reaching _load_pretrained_model")
 
@@ -273,15 +167,7 @@ def simulated_placement(path: str, kwargs: dict, machine: Machine, stage: str) -
     elif device_map is None:
         devices = dict.fromkeys(dtypes, "cpu")
     else:
-        devices = {name: _device_name(device, machine) for name, device in _expand_device_map(device_map, list(dtypes)).items()}
+        expanded = _expand_device_map(device_map, list(dtypes))
+        devices = {name: _device_name(device, machine) for name, device in expanded.items()}
     return {name: (devices[name], dtype) for name, dtype in dtypes.items()}
 
-
-def this_machine() -> Machine:
-    """This process's node as a single-process `Machine` (how pytest runs)."""
-    topology = Topology.detect()
-    if topology.accelerator == "cuda":
-        return Machine("cuda", torch.cuda.device_count())
-    if topology.accelerator == "xpu":
-        return Machine("xpu", torch.xpu.device_count())
-    return Machine()

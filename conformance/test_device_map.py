@@ -9,11 +9,10 @@ import pytest
 from policyload import Topology, kbit_device_map
 
 from .agreement import Outcome, assert_agrees, observe
-from .trl_oracle import simulated_topology, trainer_device_map
+from .cases import DEVICE_MAP_LEVEL, DEVICE_MAP_TOPOLOGIES, trainer_case_id
+from .trl_oracle import trainer_device_map
 from .trl_release import FACTS
-
-LEVEL = "device-map"
-TOPOLOGIES = [Topology(None, 0)] + [Topology("cuda", index) for index in range(4)] + [Topology("xpu", 0), Topology("xpu", 1)]
+from .upstream_patches import simulated_topology
 
 
 def trl_kbit_device_map(topology: Topology):
@@ -23,14 +22,17 @@ def trl_kbit_device_map(topology: Topology):
         return get_kbit_device_map()
 
 
-@pytest.mark.skipif(not FACTS.has_kbit_device_map, reason="requires trl<1.8: get_kbit_device_map was removed in trl 1.8")
-@pytest.mark.parametrize("topology", TOPOLOGIES, ids=lambda topology: topology.token)
+@pytest.mark.skipif(
+    not FACTS.has_kbit_device_map, reason="requires trl<1.8: get_kbit_device_map was removed in trl 1.8"
+)
+@pytest.mark.parametrize("topology", DEVICE_MAP_TOPOLOGIES, ids=lambda topology: topology.token)
 def test_kbit_device_map_matches_trl(topology):
-    assert_agrees(LEVEL, topology.token, Outcome(kbit_device_map(topology)), observe(trl_kbit_device_map, topology))
+    reference = Outcome(kbit_device_map(topology))
+    assert_agrees(DEVICE_MAP_LEVEL, topology.token, reference, observe(trl_kbit_device_map, topology))
 
 
 @pytest.mark.skipif(FACTS.has_kbit_device_map, reason="requires trl>=1.8: before it, get_kbit_device_map decides")
-@pytest.mark.parametrize("topology", TOPOLOGIES, ids=lambda topology: topology.token)
+@pytest.mark.parametrize("topology", DEVICE_MAP_TOPOLOGIES, ids=lambda topology: topology.token)
 def test_kbit_device_map_matches_trainer_decision(topology, tiny_checkpoints):
     observed = observe(trainer_device_map, str(tiny_checkpoints["llama"]), topology)
-    assert_agrees(LEVEL, f"trainer-{topology.token}", Outcome(kbit_device_map(topology)), observed)
+    assert_agrees(DEVICE_MAP_LEVEL, trainer_case_id(topology), Outcome(kbit_device_map(topology)), observed)

@@ -16,8 +16,10 @@ from packaging.version import Version
 
 from fixtures.checkpoints import TINY_ARCHITECTURES
 from policyload import LoadSpec, load_policy
-from policyload.cases import ConfigCase, load_cases
+from policyload.cases import ConfigCase
 from policyload.memory_model import meta_model, quantized_linears
+
+from .cases import loading_cases
 
 QUANTIZED_CLASS = {"4bit": bnb.nn.Linear4bit, "8bit": bnb.nn.Linear8bitLt}
 #: transformers 5 made dtype=None mean "the checkpoint's dtype"; before, it meant float32, and
@@ -45,15 +47,7 @@ def linear_layer_names(path) -> frozenset:
     return frozenset(quantized_linears(meta_model(transformers.AutoConfig.from_pretrained(path))))
 
 
-def load_params():
-    return [
-        pytest.param(architecture, case, id=f"{architecture}-{case.id}")
-        for architecture in TINY_ARCHITECTURES
-        for case in load_cases()
-    ]
-
-
-@pytest.mark.parametrize("architecture, case", load_params())
+@pytest.mark.parametrize("architecture, case", loading_cases())
 def test_load_policy(architecture, case, tiny_checkpoints):
     path = tiny_checkpoints[architecture]
     if not case.valid:

@@ -6,7 +6,7 @@ same specs (bf16 unquantized, 8-bit, 4-bit nf4) are loaded with the contract's k
 `{name: (device, dtype)}` are compared whole:
 
 - for real, on this machine (CPU in CI; on a GPU machine the same tests load on the GPUs);
-- simulated, for the machines of `MACHINES` (N GPUs, torchrun ranks, an XPU), at two stages:
+- simulated, for the machines of `cases.MACHINES` (N GPUs, torchrun ranks, an XPU), at two stages:
   right after `from_pretrained` ("load") and after the Trainer has placed the model ("train").
   `placement.py` says exactly what is real and what is simulated there.
 
@@ -17,70 +17,22 @@ import pytest
 import torch
 
 from policyload import load_policy
-from policyload.cases import ConfigCase
 
-from .agreement import Outcome, assert_agrees, observe
-from .placement import (
+from .agreement import assert_agrees, observe
+from .cases import (
+    MACHINES,
+    PLACEMENT_CASES,
+    PLACEMENT_LEVEL,
+    SIMULATED_ARCHITECTURE,
     STAGES,
-    Machine,
-    load_as_trl,
-    placement,
-    reference_kwargs,
-    simulated_placement,
-    this_machine,
-    trl_kwargs,
+    real_case_id,
+    real_cases,
+    simulated_case_id,
+    simulated_cases,
 )
+from .machine import Machine, this_machine
+from .placement import load_as_trl, placement, reference_kwargs, simulated_placement, trl_kwargs
 from .trl_oracle import reference_spec
-
-LEVEL = "placement"
-#: bf16 unquantized, 8-bit and 4-bit nf4: the three ways the recipe places a model.
-CASES = [ConfigCase("bfloat16", "none"), ConfigCase("bfloat16", "8bit"), ConfigCase("bfloat16", "4bit", "nf4")]
-MACHINES = [
-    Machine(),  # CPU, plain python
-    Machine(None, 0, processes=2, local_process_index=1),  # torchrun on CPU (gloo), rank 1
-    Machine("cuda", 1),
-    Machine("cuda", 2),
-    Machine("cuda", 4),  # one process on a 4-GPU node: "auto" may spread the model
-    Machine("cuda", 2, processes=2, local_process_index=0),
-    Machine("cuda", 2, processes=2, local_process_index=1),
-    Machine("cuda", 4, processes=4, local_process_index=3),
-    Machine("xpu", 1),
-]
-SIMULATED_ARCHITECTURE = "llama"
-REAL_ARCHITECTURES = ("llama", "qwen2", "gpt2")
-
-
-def simulated_case_id(case: ConfigCase, machine: Machine, stage: str) -> str:
-    return f"{case.id}-{machine.token}-{stage}"
-
-
-def real_case_id(case: ConfigCase, machine: Machine, architecture: str) -> str:
-    return f"{case.id}-{machine.token}-load-{architecture}-real"
-
-
-def torchrun_case_id(case: ConfigCase, machine_token: str, stage: str) -> str:
-    """Id of a rank's case in the real torchrun run (test_distributed.py)."""
-    return f"{case.id}-{machine_token}-{stage}-torchrun-real"
-
-
-def placement_case_ids() -> set:
-    """Every case id this level can produce (real ids for any machine of `MACHINES`' shape)."""
-    simulated = {simulated_case_id(c, m, s) for c in CASES for m in MACHINES for s in STAGES}
-    real = {real_case_id(c, m, a) for c in CASES for m in MACHINES if m.processes == 1 for a in REAL_ARCHITECTURES}
-    torchrun = {
-        torchrun_case_id(c, Machine(m.accelerator, m.devices, m.processes, rank).token, s)
-        for c in CASES for m in MACHINES if m.processes > 1 for rank in range(m.processes) for s in STAGES
-    }  # fmt: skip
-    return simulated | real | torchrun
-
-
-def simulated_cases():
-    return [
-        pytest.param(case, machine, stage, id=simulated_case_id(case, machine, stage))
-        for machine in MACHINES
-        for case in CASES
-        for stage in STAGES
-    ]
 
 
 @pytest.mark.parametrize("case, machine, stage", simulated_cases())
@@ -89,17 +41,10 @@ def test_simulated_placement_matches_trl(case, machine, stage, tiny_checkpoints,
     fields = case.model_config_fields()
     reference_keywords = reference_kwargs(reference_spec(path, fields), machine)
     reference = observe(lambda: simulated_placement(path, reference_keywords, machine, stage))
-    trl = observe(lambda: simulated_placement(path, trl_kwargs(path, fields, preference_data, tmp_path, machine), machine, stage))
-    assert_agrees(LEVEL, simulated_case_id(case, machine, stage), reference, trl)
-
-
-def real_cases():
-    machine = this_machine()
-    return [
-        pytest.param(case, architecture, id=real_case_id(case, machine, architecture))
-        for architecture in REAL_ARCHITECTURES
-        for case in CASES
-    ]
+    trl = observe(
+        lambda: simulated_placement(path, trl_kwargs(path, fields, preference_data, tmp_path, machine), machine, stage)
+    )
+    assert_agrees(PLACEMENT_LEVEL, simulated_case_id(case, machine, stage), reference, trl)
 
 
 @pytest.mark.parametrize("case, architecture", real_cases())
@@ -110,11 +55,11 @@ def test_real_placement_matches_trl(case, architecture, tiny_checkpoints, prefer
     machine = this_machine()
     reference = observe(lambda: placement(load_policy(reference_spec(path, fields), machine.topology)))
     trl = observe(lambda: placement(load_as_trl(path, trl_kwargs(path, fields, preference_data, tmp_path, machine))))
-    assert_agrees(LEVEL, real_case_id(case, machine, architecture), reference, trl)
+    assert_agrees(PLACEMENT_LEVEL, real_case_id(case, machine, architecture), reference, trl)
 
 
 @pytest.mark.parametrize("side", ["reference", "trl"])
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+@pytest.mark.parametrize("case", PLACEMENT_CASES, ids=lambda case: case.id)
 def test_simulation_matches_a_real_load_on_this_machine(case, side, tiny_checkpoints, preference_data, tmp_path):
     """The simulator, pointed at this machine, predicts what a real load does, tensor by tensor."""
     path = str(tiny_checkpoints[SIMULATED_ARCHITECTURE])
@@ -162,4 +107,4 @@ def test_machine_rejects_impossible_nodes(fields):
 
 def test_simulated_ids_are_unique():
     ids = [param.id for param in simulated_cases()]
-    assert len(ids) == len(set(ids)) == len(CASES) * len(MACHINES) * len(STAGES)
+    assert len(ids) == len(set(ids)) == len(PLACEMENT_CASES) * len(MACHINES) * len(STAGES)

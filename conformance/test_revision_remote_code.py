@@ -15,7 +15,8 @@ from policyload import CheckpointError, LoadSpec, load_policy
 def test_revision_loads_the_revision_asked_for(revision, hub_revisions):
     name = "v2" if revision == "commit-of-v2" else revision
     asked = hub_revisions.commits["v2"] if revision == "commit-of-v2" else revision
-    snapshot = hub_revisions.cache_dir / f"models--{hub_revisions.repo_id.replace('/', '--')}" / "snapshots" / hub_revisions.commits[name]
+    repo_folder = hub_revisions.cache_dir / f"models--{hub_revisions.repo_id.replace('/', '--')}"
+    snapshot = repo_folder / "snapshots" / hub_revisions.commits[name]
 
     model = load_policy(LoadSpec(hub_revisions.repo_id, model_revision=asked, dtype="float32"))
 

@@ -1,7 +1,5 @@
 """Tests of the suite's own machinery: case ids, outcome comparison, the divergence file."""
 
-import itertools
-
 import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -9,10 +7,7 @@ from packaging.version import Version
 from policyload.cases import ConfigCase, config_cases, load_cases
 
 from .agreement import DIVERGENCES, Outcome, divergence_kind, explain, load_divergences
-from .test_device_map import TOPOLOGIES
-from .test_quantization import ANY_AXES
-from .test_placement import placement_case_ids
-from .test_recipe import recipe_case_ids
+from .cases import all_case_ids
 from .trl_release import facts_for
 
 
@@ -46,11 +41,14 @@ def test_divergence_kind(reference, trl, kind):
 
 def test_explain_fails_both_ways(tmp_path):
     listed = tmp_path / "divergences.toml"
-    listed.write_text('[[divergence]]\nlevel = "x"\ncases = ["a-*"]\ntrl = ">=0"\nkind = "values-differ"\nreason = "r"\n')
+    listed.write_text(
+        '[[divergence]]\nlevel = "x"\ncases = ["a-*"]\ntrl = ">=0"\nkind = "values-differ"\nreason = "r"\n'
+    )
     divergences = load_divergences(listed)
     differ = (Outcome({"k": 1}), Outcome({"k": 2}))
     assert explain("x", "a-1", *differ, divergences=divergences) is None
-    assert "unlisted divergence (values-differ)\n    k: reference 1, TRL 2" in explain("x", "b-1", *differ, divergences=divergences)
+    unlisted = explain("x", "b-1", *differ, divergences=divergences)
+    assert "unlisted divergence (values-differ)\n    k: reference 1, TRL 2" in unlisted
     assert "no longer happens" in explain("x", "a-1", Outcome(1), Outcome(1), divergences=divergences)
 
 
@@ -61,23 +59,14 @@ def test_divergence_file_rejects_bad_entries(tmp_path):
         load_divergences(bad)
 
 
-def all_case_ids() -> dict:
-    """Every case id each level can produce, matrix and property inputs alike."""
-    any_cases = [ConfigCase(*values) for values in itertools.product(*ANY_AXES)]
-    return {
-        "quantization": {case.id for case in any_cases + config_cases()},
-        "device-map": {t.token for t in TOPOLOGIES} | {f"trainer-{t.token}" for t in TOPOLOGIES},
-        "recipe": recipe_case_ids(),
-        "placement": placement_case_ids(),
-    }
-
-
 @pytest.mark.parametrize("divergence", DIVERGENCES, ids=lambda d: f"{d.level}:{d.cases[0]}:{d.kind}")
 def test_every_listed_divergence_names_real_cases(divergence):
     ids = all_case_ids()[divergence.level]
-    release = max((Version(s.version) for s in SpecifierSet(divergence.trl) if s.operator in (">=", "==")), default=Version("0"))
+    lower_bounds = (Version(s.version) for s in SpecifierSet(divergence.trl) if s.operator in (">=", "=="))
+    release = max(lower_bounds, default=Version("0"))
     assert any(divergence.covers(divergence.level, case_id, release) for case_id in ids)
 
 
 def test_release_table_picks_the_last_row_at_or_below():
-    assert (facts_for(Version("0.25.1")).since, facts_for(Version("1.16.0")).since, facts_for(Version("1.7.1")).since) == ("0.23", "1.8", "1.7")
+    releases = ("0.25.1", "1.16.0", "1.7.1")
+    assert tuple(facts_for(Version(release)).since for release in releases) == ("0.23", "1.8", "1.7")

@@ -5,17 +5,13 @@ Everything that depends on the TRL release goes through `trl_release.FACTS`.
 
 from __future__ import annotations
 
-import contextlib
-import types
-from unittest import mock
-
 import torch
 import transformers
-from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
 from policyload import Topology
 
 from .trl_release import FACTS
+from .upstream_patches import from_pretrained_replaced, simulated_topology, trl_device_decider
 
 
 def model_config(path: str, **fields):
@@ -55,30 +51,6 @@ def quantization_config_dict(config) -> dict | None:
     return None if config is None else config.to_dict()
 
 
-class _FakeState:
-    """Stands in for accelerate's `PartialState` as TRL reads it: the local rank and the device."""
-
-    def __init__(self, topology: Topology):
-        self.local_process_index = topology.local_process_index
-        self.device = torch.device(topology.accelerator or "cpu", topology.local_process_index if topology.accelerator else None)
-
-
-@contextlib.contextmanager
-def simulated_topology(topology: Topology, *functions):
-    """Make TRL's `functions` see `topology`: patch `torch.cuda.is_available` and, in each
-    function's own module globals, `PartialState` and `is_torch_xpu_available`."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(mock.patch.object(torch.cuda, "is_available", lambda: topology.accelerator == "cuda"))
-        for function in functions:
-            namespace = function.__globals__
-            stack.enter_context(mock.patch.dict(namespace, {"PartialState": lambda: _FakeState(topology)}))
-            if "is_torch_xpu_available" in namespace:
-                stack.enter_context(
-                    mock.patch.dict(namespace, {"is_torch_xpu_available": lambda *a, **k: topology.accelerator == "xpu"})
-                )
-        yield
-
-
 class _Captured(Exception):
     """Raised by the intercepted `from_pretrained` to stop TRL before any weights are read."""
 
@@ -87,39 +59,13 @@ class _Captured(Exception):
         self.path, self.kwargs = path, kwargs
 
 
-def _classes_with_own_from_pretrained() -> list[type]:
-    """Every loaded model class that defines `from_pretrained` itself. transformers gives each auto
-    class its own copy of the function, so patching the base classes alone would miss
-    `AutoModelForCausalLM` and record the inner call it makes (with `config=` added)."""
-    found, pending, seen = [], [transformers.PreTrainedModel, _BaseAutoModelClass], set()
-    while pending:
-        cls = pending.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        pending.extend(cls.__subclasses__())
-        if "from_pretrained" in vars(cls):
-            found.append(cls)
-    return found
-
-
-@contextlib.contextmanager
-def intercepted_from_pretrained():
-    """Replace `from_pretrained` of every auto class and model class with a recorder that raises
-    `_Captured` at the first (outermost) call, whatever class TRL goes through."""
-
-    def recorder(cls, path, *args, **kwargs):
-        raise _Captured(path, kwargs)
-
-    with contextlib.ExitStack() as stack:
-        for cls in _classes_with_own_from_pretrained():
-            stack.enter_context(mock.patch.object(cls, "from_pretrained", classmethod(recorder)))
-        yield
+def _record(cls, path, *args, **kwargs):
+    raise _Captured(path, kwargs)
 
 
 def capture_from_pretrained(run) -> tuple[str, dict]:
     """Run `run()` (TRL code) with `from_pretrained` intercepted; return (path, kwargs) it passed."""
-    with intercepted_from_pretrained():
+    with from_pretrained_replaced(_record):  # raises `_Captured` at the first (outermost) call
         try:
             run()
         except _Captured as captured:
@@ -164,13 +110,7 @@ def recipe_kwargs(
     script_args = ScriptArguments(dataset_name=str(dataset_dir))
     model_args = model_config_object or model_config(path, **fields)
     arguments = (script_args, training_args, model_args, DatasetMixtureConfig())
-    device_deciders = []
-    if topology is not None:
-        if FACTS.has_kbit_device_map:
-            from trl import get_kbit_device_map as decider
-        else:
-            from trl.trainer.utils import create_model_from_path as decider
-        device_deciders.append(decider)
+    device_deciders = [trl_device_decider()] if topology is not None else []
     with simulated_topology(topology or Topology(None), *device_deciders):
         _, kwargs = capture_from_pretrained(lambda: dpo.main(*arguments))
     return kwargs if raw else comparable_kwargs(kwargs)
@@ -183,5 +123,7 @@ def reference_spec(path: str, fields: dict):
     from policyload import LoadSpec
 
     config = model_config(path, **fields)
-    overrides = {} if hasattr(config, "trust_remote_code") else {"trust_remote_code": fields.get("trust_remote_code", False)}
+    overrides = {}
+    if not hasattr(config, "trust_remote_code"):
+        overrides["trust_remote_code"] = fields.get("trust_remote_code", False)
     return LoadSpec.from_model_config(config, **overrides)

@@ -14,9 +14,20 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 from packaging.version import Version
+
+from .cases import DTYPE_TOKENS
+
+#: How a keyword that was not passed is spelled where two sets of keywords are compared (this
+#: table, the conformance suite's failure messages and its per-rank results).
+ABSENT = "<absent>"
+
+
+class DriftError(Exception):
+    """The input cannot make a drift report; `main()` prints it as `error: ...` and exits 2."""
 
 
 def cause(keyword: str, case_id: str) -> str:
@@ -27,7 +38,7 @@ def cause(keyword: str, case_id: str) -> str:
         return "quant storage"
     if keyword == "dtype":
         # A case that names no dtype (the `defaults` case, the other-field cases) sees the default.
-        explicit = case_id.split("-")[0] in ("nodtype", "auto", "fp32", "fp16", "bf16")
+        explicit = case_id.split("-")[0] in DTYPE_TOKENS.values()
         return "dtype mapping" if explicit else "defaults"
     if keyword in ("device_map", "trust_remote_code"):
         return keyword
@@ -51,8 +62,9 @@ def differences(before: dict, after: dict) -> list[tuple[str, str, object, objec
     for case_id in sorted(set(before) & set(after)):
         old, new = flatten(before[case_id]), flatten(after[case_id])
         for keyword in sorted(set(old) | set(new)):
-            if old.get(keyword, "<absent>") != new.get(keyword, "<absent>"):
-                rows.append((case_id, keyword, old.get(keyword, "<absent>"), new.get(keyword, "<absent>")))
+            was, now = old.get(keyword, ABSENT), new.get(keyword, ABSENT)
+            if was != now:
+                rows.append((case_id, keyword, was, now))
     return rows
 
 
@@ -61,14 +73,15 @@ def read_run(path: Path) -> dict:
         run = json.loads(path.read_text())
         return {"trl": run["trl"], "observations": run["observations"]}
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SystemExit(f"policyload.drift: {path} is not an observation file ({type(error).__name__}: {error})")
+        reason = f"{type(error).__name__}: {error}"
+        raise DriftError(f"policyload.drift: {path} is not an observation file ({reason})") from error
 
 
 def drift_table(runs: list[dict]) -> str:
     """One row per TRL upgrade x cause x keyword: each value change with its case count, and examples."""
     runs = sorted(runs, key=lambda run: Version(run["trl"]))
     lines = ["| TRL upgrade | cause | keyword | before -> after (cases) | examples |", "|---|---|---|---|---|"]
-    for old, new in zip(runs, runs[1:]):
+    for old, new in pairwise(runs):
         grouped = defaultdict(lambda: defaultdict(list))
         for case_id, keyword, before, after in differences(old["observations"], new["observations"]):
             grouped[(cause(keyword, case_id), keyword)][f"{before!r} -> {after!r}"].append(case_id)
@@ -84,12 +97,18 @@ def drift_table(runs: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m policyload.drift", description=__doc__.splitlines()[0])
-    parser.add_argument("observations", nargs="+", type=Path, help="observation files (or folders of them), one per TRL release")
+    parser.add_argument(
+        "observations", nargs="+", type=Path, help="observation files (or folders of them), one per TRL release"
+    )
     args = parser.parse_args(argv)
     paths = [p for path in args.observations for p in (sorted(path.glob("*.json")) if path.is_dir() else [path])]
     if len(paths) < 2:
         parser.error(f"need the observations of at least two TRL releases; got {[str(p) for p in paths]}")
-    print(drift_table([read_run(path) for path in paths]))
+    try:
+        print(drift_table([read_run(path) for path in paths]))
+    except DriftError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,241 @@
+"""Every patch the suite makes to torch, transformers, TRL or accelerate: one home.
+
+The suite runs upstream code on machines it is not on (simulated GPUs, torchrun ranks, an XPU)
+and stops it before any weight is read. Each patch is one context manager here; the first
+paragraph of its docstring says what it stands in for and which upstream change breaks it.
+
+`private_names()` lists the private upstream names the patches rely on, each with that
+paragraph; `test_upstream_patches.py` fails with it as soon as one of them is gone upstream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import sys
+from unittest import mock
+
+import torch
+import transformers
+
+from policyload import Topology
+
+from .trl_release import FACTS
+
+# --- torch: the accelerators ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cuda_available(available: bool):
+    """Stands in for `torch.cuda.is_available()`, which TRL and transformers ask to decide a device
+    map; public torch API, so only a TRL or transformers that asks something else would bypass it."""
+    with mock.patch.object(torch.cuda, "is_available", lambda: available):
+        yield
+
+
+@contextlib.contextmanager
+def accelerator_devices(accelerator: str, devices: int, current: int):
+    """Stands in for `torch.<accelerator>.device_count()` and `.current_device()` (the one accelerate
+    sets for the local rank), which the device-map balancing and the bnb quantizers read; public
+    torch API, so only a transformers that reads the devices another way would bypass it."""
+    module = getattr(torch, accelerator)
+    with (
+        mock.patch.object(module, "current_device", lambda: current),
+        mock.patch.object(module, "device_count", lambda: devices),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def bnb_quantizers_see_xpu():
+    """Stands in for `is_torch_xpu_available` in the module globals of transformers' bitsandbytes
+    quantizers (`quantizer_bnb_4bit`, `quantizer_bnb_8bit`), read there when `device_map` is None;
+    breaks if transformers stops importing it into those modules by that name."""
+    with contextlib.ExitStack() as stack:
+        for module in _bnb_quantizer_modules():
+            stack.enter_context(mock.patch.object(module, "is_torch_xpu_available", lambda *a, **k: True))
+        yield
+
+
+def _bnb_quantizer_modules() -> list:
+    import transformers.quantizers.quantizer_bnb_4bit as bnb_4bit
+    import transformers.quantizers.quantizer_bnb_8bit as bnb_8bit
+
+    return [bnb_4bit, bnb_8bit]
+
+
+@contextlib.contextmanager
+def simulated_machine(machine):
+    """transformers sees `machine`'s accelerator (a `machine.Machine`), and the current device
+    accelerate sets for the local rank (`PartialState.set_device`), which the bnb quantizers read
+    when device_map is None."""
+    import bitsandbytes  # noqa: F401  bitsandbytes and its transformers glue probe CUDA on import:
+    import transformers.integrations.bitsandbytes  # noqa: F401  import them before CUDA is faked
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(cuda_available(machine.accelerator == "cuda"))
+        if machine.accelerator == "xpu":
+            stack.enter_context(bnb_quantizers_see_xpu())
+        if machine.accelerator is not None:
+            stack.enter_context(accelerator_devices(machine.accelerator, machine.devices, machine.local_process_index))
+        yield
+
+
+# --- transformers: stop before the weights ---------------------------------------------------
+
+
+class DeviceMapResolved(Exception):
+    """Raised in place of reading the weights, with the device map `from_pretrained` resolved."""
+
+    def __init__(self, device_map):
+        super().__init__("device map resolved")
+        self.device_map = device_map
+
+
+def _raise_device_map(cls, model, *args, **kwargs):
+    if "device_map" in kwargs:
+        raise DeviceMapResolved(kwargs["device_map"])
+    raise DeviceMapResolved(next(arg.device_map for arg in args if hasattr(arg, "device_map")))
+
+
+@contextlib.contextmanager
+def stop_at_weight_loading():
+    """Stands in for `PreTrainedModel._load_pretrained_model`, the step that reads the weights: raise
+    `DeviceMapResolved` with the device map it was given (a keyword up to transformers 4.x, a field
+    of `LoadStateDictConfig` in 5.x); breaks if transformers renames that method or stops passing
+    it the resolved device map."""
+    with mock.patch.object(transformers.PreTrainedModel, "_load_pretrained_model", classmethod(_raise_device_map)):
+        yield
+
+
+def _classes_with_own_from_pretrained() -> list[type]:
+    """Every loaded model class that defines `from_pretrained` itself. transformers gives each auto
+    class its own copy of the function, so patching the base classes alone would miss
+    `AutoModelForCausalLM` and record the inner call it makes (with `config=` added)."""
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    found, pending, seen = [], [transformers.PreTrainedModel, _BaseAutoModelClass], set()
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        pending.extend(cls.__subclasses__())
+        if "from_pretrained" in vars(cls):
+            found.append(cls)
+    return found
+
+
+@contextlib.contextmanager
+def from_pretrained_replaced(replacement):
+    """Stands in for `from_pretrained` of every model class and every auto class (found under
+    `PreTrainedModel` and transformers' private `auto_factory._BaseAutoModelClass`) with
+    `replacement(cls, path, *args, **kwargs)`; breaks if transformers renames or moves that base class."""
+    with contextlib.ExitStack() as stack:
+        for cls in _classes_with_own_from_pretrained():
+            stack.enter_context(mock.patch.object(cls, "from_pretrained", classmethod(replacement)))
+        yield
+
+
+# --- TRL and accelerate: the topology TRL's code sees ----------------------------------------
+
+
+def trl_device_decider():
+    """TRL's function that decides `device_map`: `get_kbit_device_map` before 1.8, then the trainer's
+    `create_model_from_path`."""
+    if FACTS.has_kbit_device_map:
+        from trl import get_kbit_device_map
+
+        return get_kbit_device_map
+    from trl.trainer.utils import create_model_from_path
+
+    return create_model_from_path
+
+
+class _FakeState:
+    """Stands in for accelerate's `PartialState` as TRL reads it: the local rank and the device."""
+
+    def __init__(self, topology: Topology):
+        self.local_process_index = topology.local_process_index
+        index = topology.local_process_index if topology.accelerator else None
+        self.device = torch.device(topology.accelerator or "cpu", index)
+
+
+@contextlib.contextmanager
+def trl_partial_state(function, topology: Topology):
+    """Stands in for accelerate's `PartialState` in the module globals of TRL's `function` (the device
+    decider reads the local rank and the device from it); breaks if TRL stops importing `PartialState`
+    into that module by that name (the stand-in would then be ignored)."""
+    with mock.patch.dict(function.__globals__, {"PartialState": lambda: _FakeState(topology)}):
+        yield
+
+
+@contextlib.contextmanager
+def trl_xpu_available(function, available: bool):
+    """Stands in for `is_torch_xpu_available` in the module globals of TRL's `function`, where that
+    module imports it (`get_kbit_device_map` reads it, TRL < 1.8); breaks if TRL stops importing it
+    into that module by that name (the stand-in would then be ignored)."""
+    if "is_torch_xpu_available" not in function.__globals__:
+        yield
+        return
+    with mock.patch.dict(function.__globals__, {"is_torch_xpu_available": lambda *a, **k: available}):
+        yield
+
+
+@contextlib.contextmanager
+def simulated_topology(topology: Topology, *functions):
+    """Make TRL's `functions` see `topology`: `torch.cuda.is_available` and, in each function's own
+    module globals, `PartialState` and `is_torch_xpu_available`."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(cuda_available(topology.accelerator == "cuda"))
+        for function in functions:
+            stack.enter_context(trl_partial_state(function, topology))
+            stack.enter_context(trl_xpu_available(function, topology.accelerator == "xpu"))
+        yield
+
+
+@contextlib.contextmanager
+def trainer_sees_distributed_type(distributed_type: str):
+    """Stands in for accelerate's distributed type while `DPOTrainer.__init__` (and only it) runs:
+    `PartialState` keeps its fields in one shared dict (the Borg pattern), the private
+    `PartialState._shared_state`, patched for the duration; breaks if accelerate renames that dict
+    or stops keeping `distributed_type` in it."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+    from trl import DPOTrainer
+
+    original_init = DPOTrainer.__init__
+    shared = {"distributed_type": DistributedType(distributed_type)}
+
+    def init(self, *args, **kwargs):
+        with mock.patch.dict(PartialState._shared_state, shared):
+            return original_init(self, *args, **kwargs)
+
+    with mock.patch.object(DPOTrainer, "__init__", init):
+        yield
+
+
+# --- the registry of private names ------------------------------------------------------------
+
+
+def _sentence(patch) -> str:
+    """The first paragraph of a patch's docstring, on one line."""
+    return " ".join(inspect.getdoc(patch).split("\n\n")[0].split())
+
+
+def private_names() -> list[tuple[object, str, str]]:
+    """(owner, attribute name, sentence) of every private upstream name a patch here relies on."""
+    from accelerate import PartialState
+    from transformers.models.auto import auto_factory
+
+    decider_module = sys.modules[trl_device_decider().__module__]
+    names = [
+        (transformers.PreTrainedModel, "_load_pretrained_model", _sentence(stop_at_weight_loading)),
+        (auto_factory, "_BaseAutoModelClass", _sentence(from_pretrained_replaced)),
+        (PartialState, "_shared_state", _sentence(trainer_sees_distributed_type)),
+        (decider_module, "PartialState", _sentence(trl_partial_state)),
+        *[(module, "is_torch_xpu_available", _sentence(bnb_quantizers_see_xpu)) for module in _bnb_quantizer_modules()],
+    ]
+    if FACTS.has_kbit_device_map:  # from 1.8, `create_model_from_path` decides and its module has no such name
+        names.append((decider_module, "is_torch_xpu_available", _sentence(trl_xpu_available)))
+    return names
