@@ -21,14 +21,10 @@ from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 
+from policyload._toml import tomllib
 from policyload.drift import ABSENT
 
 from .trl_release import TRL
-
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the backport (the `test` extra installs it there)
-    import tomli as tomllib
 
 DIVERGENCES_FILE = Path(__file__).with_name("divergences.toml")
 KINDS = ("trl-accepts", "trl-crashes", "trl-rejects", "values-differ")

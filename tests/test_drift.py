@@ -67,3 +67,16 @@ def test_command_reads_a_folder_and_refuses_bad_files(tmp_path, capsys):
     (tmp_path / "new.json").write_text(json.dumps(NEW)[:40])
     assert main([str(tmp_path)]) == 2
     assert re.search(r"^error: .*new.json is not an observation file \(JSONDecodeError", capsys.readouterr().err)
+
+
+def test_fresh_clone_without_observations_is_told_to_run_the_matrix_first(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "out" / "observations")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'out' / 'observations'}: not found" in error
+    assert "run `tox -m trl-matrix` first" in error
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "empty")])
+    assert "need the observations of at least two TRL releases; got []" in capsys.readouterr().err

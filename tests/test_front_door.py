@@ -86,4 +86,10 @@ def test_benchmark_json_that_cannot_be_written_is_refused_at_the_start(tmp_path,
     assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout + result.stderr
     assert f"--benchmark-json {target}: cannot write there" in result.stderr
     assert "no case was run" in result.stderr
-    assert sorted(path.name for path in tmp_path.iterdir()) == (["out"] if make_blocker == "file-in-the-way" else ["bench.json"])
+    left = ["out"] if make_blocker == "file-in-the-way" else ["bench.json"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == left
+
+
+def test_ci_runs_the_linter_and_the_python_310_tools():
+    ci = ci_commands((ROOT / ".ci" / "run").read_text())
+    assert "tox -e lint,py310-tools" in ci

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from transformers import AutoConfig
 
-from policyload.cases import QUANTIZATION_PRESETS
 from fixtures.checkpoints import TINY_ARCHITECTURES, tiny_checkpoint
 from fixtures.realsize import PUBLISHED_PARAMETERS, REALSIZE_ARCHITECTURES, realsize_config
 from policyload import LoadSpec, load_policy
+from policyload.cases import QUANTIZATION_PRESETS
 from policyload.load import release_memory
 from policyload.memory_model import (
     BYTES_PER_QUANTIZED_WEIGHT,

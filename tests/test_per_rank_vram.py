@@ -38,7 +38,12 @@ def test_two_gloo_ranks_load_and_skip_vram_with_the_reason(tmp_path):
         "backend": "gloo",
         "world_size": 2,
         "ranks": [(0, 0), (1, 1)],
-        "cases": [("tiny-llama", "cpu", ["cpu"], "VRAM skipped: requires CUDA (torch.cuda.is_available() is False); placement recorded only")] * 2,
+        "cases": [
+            (
+                "tiny-llama", "cpu", ["cpu"],
+                "VRAM skipped: requires CUDA (torch.cuda.is_available() is False); placement recorded only",
+            )
+        ] * 2,
         "misplaced": [],
     }
     assert "VRAM skipped: requires CUDA" in result.stdout

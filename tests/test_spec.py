@@ -11,11 +11,23 @@ from policyload import LoadSpec, Topology, build_model_kwargs
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"dtype": "bf16"}, "LoadSpec.dtype='bf16' is not accepted; accepted: (None, 'auto', 'bfloat16', 'float16', 'float32')"),
+        (
+            {"dtype": "bf16"},
+            "LoadSpec.dtype='bf16' is not accepted; accepted: (None, 'auto', 'bfloat16', 'float16', 'float32')",
+        ),
         ({"dtype": "int8"}, "LoadSpec.dtype='int8' is not accepted"),
-        ({"bnb_4bit_quant_type": "int4"}, "LoadSpec.bnb_4bit_quant_type='int4' is not accepted; accepted: ('nf4', 'fp4')"),
-        ({"bnb_4bit_quant_storage": "bf16"}, "LoadSpec.bnb_4bit_quant_storage='bf16' is not accepted; accepted: (None, 'uint8'"),
-        ({"load_in_4bit": True, "load_in_8bit": True}, "load_in_4bit=True and LoadSpec.load_in_8bit=True are not accepted together"),
+        (
+            {"bnb_4bit_quant_type": "int4"},
+            "LoadSpec.bnb_4bit_quant_type='int4' is not accepted; accepted: ('nf4', 'fp4')",
+        ),
+        (
+            {"bnb_4bit_quant_storage": "bf16"},
+            "LoadSpec.bnb_4bit_quant_storage='bf16' is not accepted; accepted: (None, 'uint8'",
+        ),
+        (
+            {"load_in_4bit": True, "load_in_8bit": True},
+            "load_in_4bit=True and LoadSpec.load_in_8bit=True are not accepted together",
+        ),
         ({"load_in_4bit": True, "dtype": "auto"}, "LoadSpec.dtype='auto' is not accepted with load_in_4bit=True"),
         ({"model_name_or_path": ""}, "LoadSpec.model_name_or_path='' is not accepted; accepted: a non-empty string"),
         ({"load_in_8bit": "yes"}, "LoadSpec.load_in_8bit='yes' is not accepted; accepted: True or False"),
@@ -46,7 +58,8 @@ def test_from_model_config_rejects_unknown_overrides():
 
 
 def test_topology_rejects_unknown_accelerators_and_negative_ranks():
-    with pytest.raises(ValueError, match=r"Topology.accelerator='mps' is not accepted; accepted: \(None, 'cuda', 'xpu'\)"):
+    accepted = r"Topology.accelerator='mps' is not accepted; accepted: \(None, 'cuda', 'xpu'\)"
+    with pytest.raises(ValueError, match=accepted):
         Topology("mps")
     with pytest.raises(ValueError, match="Topology.local_process_index=-1 is not accepted"):
         Topology("cuda", -1)
@@ -56,13 +69,17 @@ def test_topology_detect_sees_this_process():
     """A plain (not torchrun) process is local process 0; torchrun ranks: conformance/test_distributed.py."""
     import torch
 
-    expected = "cuda" if torch.cuda.is_available() else ("xpu" if hasattr(torch, "xpu") and torch.xpu.is_available() else None)
+    xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
+    expected = "cuda" if torch.cuda.is_available() else ("xpu" if xpu else None)
     assert Topology.detect() == Topology(expected, 0)
 
 
 @pytest.mark.parametrize(
     "topology, device",
-    [(Topology(None), "cpu"), (Topology(None, 3), "cpu"), (Topology("cuda", 1), "cuda:1"), (Topology("xpu", 0), "xpu:0")],
+    [
+        (Topology(None), "cpu"), (Topology(None, 3), "cpu"),
+        (Topology("cuda", 1), "cuda:1"), (Topology("xpu", 0), "xpu:0"),
+    ],
 )
 def test_topology_device_is_the_torch_device_string(topology, device):
     assert topology.device == device

@@ -96,7 +96,10 @@ def test_tox_commands_reads_shell_and_readme_forms():
 
 def test_workflows_are_valid_against_the_github_workflow_schema():
     result = subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(CI), str(NIGHTLY)],
+        [
+            sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+            str(CI), str(NIGHTLY),
+        ],
         capture_output=True, text=True,
     )
 
@@ -244,7 +247,8 @@ def recorded() -> dict:
 
 
 def test_device_name_of_the_recorded_run():
-    result = subprocess.run([sys.executable, "-m", "policyload.report", "device", str(RECORDED)], capture_output=True, text=True)
+    command = [sys.executable, "-m", "policyload.report", "device", str(RECORDED)]
+    result = subprocess.run(command, capture_output=True, text=True)
 
     assert (result.returncode, result.stdout.strip()) == (0, DEVICE)
 

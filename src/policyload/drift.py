@@ -95,15 +95,28 @@ def drift_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: What a user who ran `tox -e drift` on a fresh clone needs to hear.
+WHERE_OBSERVATIONS_COME_FROM = (
+    "run `tox -m trl-matrix` first (each release's environment writes out/observations/<env>.json), "
+    "or `pytest conformance --observations PATH` per TRL release"
+)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m policyload.drift", description=__doc__.splitlines()[0])
     parser.add_argument(
         "observations", nargs="+", type=Path, help="observation files (or folders of them), one per TRL release"
     )
     args = parser.parse_args(argv)
+    missing = [str(path) for path in args.observations if not path.exists()]
+    if missing:
+        parser.error(f"{', '.join(missing)}: not found; {WHERE_OBSERVATIONS_COME_FROM}")
     paths = [p for path in args.observations for p in (sorted(path.glob("*.json")) if path.is_dir() else [path])]
     if len(paths) < 2:
-        parser.error(f"need the observations of at least two TRL releases; got {[str(p) for p in paths]}")
+        parser.error(
+            f"need the observations of at least two TRL releases; got {[str(p) for p in paths]}; "
+            + WHERE_OBSERVATIONS_COME_FROM
+        )
     try:
         print(drift_table([read_run(path) for path in paths]))
     except DriftError as error:

@@ -173,7 +173,8 @@ def _quant_state_tensors(parameter) -> list[torch.Tensor]:
     tensors = []
     state = getattr(parameter, "quant_state", None)
     while state is not None:
-        tensors += [t for t in (state.absmax, state.code, getattr(state, "offset", None)) if isinstance(t, torch.Tensor)]
+        parts = (state.absmax, state.code, getattr(state, "offset", None))
+        tensors += [t for t in parts if isinstance(t, torch.Tensor)]
         state = getattr(state, "state2", None)
     for name in ("SCB", "CB"):
         value = getattr(parameter, name, None)

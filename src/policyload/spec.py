@@ -27,8 +27,9 @@ def _reject(field: str, value, accepted) -> ValueError:
 class LoadSpec:
     """How to load a policy model: the fields of TRL's `ModelConfig` that reach `from_pretrained`.
 
-    Defaults are those of `ModelConfig`, except `dtype`: None here, "float32" in TRL >= 0.27; `from_model_config` reads whatever the given config holds, so a spec built
-    from a TRL config always carries that release's default.
+    Defaults are those of `ModelConfig`, except `dtype`: None here, "float32" in TRL >= 0.27;
+    `from_model_config` reads whatever the given config holds, so a spec built from a TRL config
+    always carries that release's default.
     """
 
     model_name_or_path: str
