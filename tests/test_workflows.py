@@ -329,6 +329,18 @@ def test_gate_fails_on_slow_drift_that_each_night_passes(tmp_path, recorded):
     assert "llama/bfloat16/4bit-nf4-nested: median latency +41.6%" in compared
 
 
+def test_gate_fails_when_the_first_comparison_fails_and_the_second_passes(tmp_path, recorded):
+    """A pin from before a speed-up: +50% on last night is still -25% on the pin; the step fails."""
+    workspace = gate_workspace(tmp_path, slower(recorded, 1.5), previous=recorded, committed=slower(recorded, 2.0))
+
+    status, output = run_gate(workspace)
+
+    assert status == 1, output
+    compared = (workspace / "out" / "compare.txt").read_text()
+    assert f"against the last successful nightly on {DEVICE} (previous/bench-gpu.json): exit 1" in compared
+    assert "bench-gpu.json): exit 0" in compared
+
+
 def test_gate_fails_when_a_case_skips_in_the_new_run_unless_accepted(tmp_path, recorded):
     skipped = json.loads(json.dumps(recorded))
     skipped["benchmarks"] = [b for b in skipped["benchmarks"] if b["extra_info"]["case_id"] != "qwen2-bf16-8bit"]
