@@ -64,7 +64,7 @@ def test_compare_identical_runs_passes():
 def test_compare_fails_on_planted_regressions_and_names_them(tmp_path, recorded):
     new = copy.deepcopy(recorded)
     by_id = {b["extra_info"]["case_id"]: b for b in new["benchmarks"]}
-    by_id["llama-bf16-4bit-nf4-nested"]["stats"]["median"] *= 1.5
+    by_id["llama-bf16-4bit-nf4-nested"]["extra_info"]["median_latency_s"] *= 1.5
     peak = by_id["gpt2-fp32-8bit"]["extra_info"]["peak_bytes"]
     by_id["gpt2-fp32-8bit"]["extra_info"]["peak_bytes"] = int(peak * 1.05)
     new_path = write(tmp_path, "new.json", new)
@@ -109,7 +109,8 @@ def test_truncated_json_is_one_line_error_exit_2(tmp_path, command):
     "content, message",
     [
         ('{"machine_info": {}}', "not a pytest-benchmark JSON file (no 'benchmarks' list)"),
-        ('{"benchmarks": [{"name": "x"}]}', "benchmark #0 has no usable stats.median"),
+        ('{"benchmarks": [{"name": "x"}]}',
+         "benchmark #0 has no usable latency: neither extra_info.median_latency_s nor a usable stats.median"),
         ("", "not valid JSON"),
     ],
 )

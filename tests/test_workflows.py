@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+import policyload
+
 ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / ".github" / "workflows" / "ci.yml"
 NIGHTLY = ROOT / ".github" / "workflows" / "nightly-gpu.yml"
@@ -168,6 +170,20 @@ def test_nightly_gate_reads_the_thresholds_file_of_the_repository():
     assert (ROOT / "benchmarks" / "thresholds.toml").is_file()
 
 
+def test_nightly_gate_runs_both_comparisons_not_one_or_the_other():
+    """The last successful nightly catches a sudden change, the pinned baseline slow drift: both, not a fallback."""
+    gate = step(load_workflow(NIGHTLY), "gate")["run"]
+    calls = [line.strip() for line in gate.splitlines() if re.match(r"\s*gate\s", line)]
+
+    assert calls == [
+        'gate previous/bench-gpu.json "the last successful nightly on $DEVICE"',
+        'gate "$pinned" "the pinned baseline $pinned"',
+    ]
+    assert 'pinned="benchmarks/baselines/$DEVICE/bench-gpu.json"' in gate
+    assert "elif" not in gate
+    assert gate.count("$REPORT compare") == 1  # inside gate(), which both calls run
+
+
 # -- the nightly's shell steps, run here as the runner runs them, with stand-ins for tox and GitHub
 
 
@@ -214,7 +230,7 @@ DEVICE = "cpu-x86_64-2-cores"  # the recorded run's device, as `python -m policy
 
 def gate_workspace(tmp_path: Path, new: dict, previous: dict | None = None, committed: dict | None = None) -> Path:
     """A checkout as the gate step sees it: out/bench-gpu.json, maybe previous/ and a committed baseline."""
-    (tmp_path / "out").mkdir()
+    (tmp_path / "out").mkdir(parents=True)
     (tmp_path / "out" / "bench-gpu.json").write_text(json.dumps(new))
     (tmp_path / "benchmarks").mkdir()
     shutil.copy(ROOT / "benchmarks" / "thresholds.toml", tmp_path / "benchmarks" / "thresholds.toml")
@@ -228,16 +244,20 @@ def gate_workspace(tmp_path: Path, new: dict, previous: dict | None = None, comm
     return tmp_path
 
 
-def run_gate(workspace: Path) -> tuple[int, str]:
+def run_gate(workspace: Path, accept_removed: str = "") -> tuple[int, str]:
     script = step(load_workflow(NIGHTLY), "gate")["run"]
-    result = run_step_script(script, workspace, {"REPORT": f"{sys.executable} -m policyload.report", "DEVICE": DEVICE})
+    result = run_step_script(script, workspace, {
+        "REPORT": f"{sys.executable} -m policyload.report", "DEVICE": DEVICE, "ACCEPT_REMOVED_INPUT": accept_removed,
+        # The report of the policyload these tests import (a checkout's src/ first on the path, say), not another.
+        "PYTHONPATH": str(Path(policyload.__file__).resolve().parents[1]),
+    })
     return result.returncode, result.stdout + (workspace / "summary.md").read_text()
 
 
 def slower(run: dict, factor: float) -> dict:
     slowed = json.loads(json.dumps(run))
     for benchmark in slowed["benchmarks"]:
-        benchmark["stats"]["median"] *= factor
+        benchmark["extra_info"]["median_latency_s"] *= factor  # the gated latency: the tracker's
     return slowed
 
 
@@ -267,11 +287,75 @@ def test_gate_fails_on_a_regression_against_the_previous_nightly(tmp_path, recor
     assert "regression(s):" in output and "median latency +100.0%" in output
 
 
-def test_gate_falls_back_to_the_committed_baseline(tmp_path, recorded):
+def test_gate_compares_with_the_pinned_baseline_alone_when_there_is_no_previous_nightly(tmp_path, recorded):
     status, output = run_gate(gate_workspace(tmp_path, slower(recorded, 2.0), committed=recorded))
 
     assert status == 1, output
-    assert f"comparing with the committed baseline benchmarks/baselines/{DEVICE}/bench-gpu.json" in output
+    assert f"comparing with the pinned baseline benchmarks/baselines/{DEVICE}/bench-gpu.json" in output
+    assert "last successful nightly" not in output
+
+
+def test_gate_compares_with_both_baselines_and_keeps_both_outputs(tmp_path, recorded):
+    workspace = gate_workspace(tmp_path, recorded, previous=recorded, committed=recorded)
+
+    status, output = run_gate(workspace)
+
+    assert status == 0, output
+    pinned = f"benchmarks/baselines/{DEVICE}/bench-gpu.json"
+    assert f"comparing with the last successful nightly on {DEVICE}" in output
+    assert f"comparing with the pinned baseline {pinned}" in output
+    summary = (workspace / "summary.md").read_text()
+    assert f"### Regression gate: against the last successful nightly on {DEVICE} (exit 0)" in summary
+    assert f"### Regression gate: against the pinned baseline {pinned} (exit 0)" in summary
+    assert (workspace / "out" / "compare.txt").read_text() == (
+        f"== against the last successful nightly on {DEVICE} (previous/bench-gpu.json): exit 0\n"
+        "no regression in 51 common case(s)\n\n"
+        f"== against the pinned baseline {pinned} ({pinned}): exit 0\n"
+        "no regression in 51 common case(s)\n\n"
+    )
+
+
+def test_gate_fails_on_slow_drift_that_each_night_passes(tmp_path, recorded):
+    """+19% a night is under the 20% allowance against last night, but two nights are +41.6% on the pin."""
+    workspace = gate_workspace(tmp_path, slower(recorded, 1.19 * 1.19), previous=slower(recorded, 1.19),
+                               committed=recorded)
+
+    status, output = run_gate(workspace)
+
+    assert status == 1, output
+    compared = (workspace / "out" / "compare.txt").read_text()
+    assert f"against the last successful nightly on {DEVICE} (previous/bench-gpu.json): exit 0" in compared
+    assert f"against the pinned baseline benchmarks/baselines/{DEVICE}/bench-gpu.json (" in compared
+    assert "bench-gpu.json): exit 1" in compared
+    assert "llama/bfloat16/4bit-nf4-nested: median latency +41.6%" in compared
+
+
+def test_gate_fails_when_the_first_comparison_fails_and_the_second_passes(tmp_path, recorded):
+    """A pin from before a speed-up: +50% on last night is still -25% on the pin; the step fails."""
+    workspace = gate_workspace(tmp_path, slower(recorded, 1.5), previous=recorded, committed=slower(recorded, 2.0))
+
+    status, output = run_gate(workspace)
+
+    assert status == 1, output
+    compared = (workspace / "out" / "compare.txt").read_text()
+    assert f"against the last successful nightly on {DEVICE} (previous/bench-gpu.json): exit 1" in compared
+    assert "bench-gpu.json): exit 0" in compared
+
+
+def test_gate_fails_when_a_case_skips_in_the_new_run_unless_accepted(tmp_path, recorded):
+    skipped = json.loads(json.dumps(recorded))
+    skipped["benchmarks"] = [b for b in skipped["benchmarks"] if b["extra_info"]["case_id"] != "qwen2-bf16-8bit"]
+
+    status, output = run_gate(gate_workspace(tmp_path / "refused", skipped, previous=recorded, committed=recorded))
+    accepted_status, accepted = run_gate(
+        gate_workspace(tmp_path / "accepted", skipped, previous=recorded, committed=recorded),
+        accept_removed="llama/none/none qwen2/bfloat16/8bit",
+    )
+
+    assert status == 1, output
+    assert output.count("\n  qwen2/bfloat16/8bit\n") == 4  # both comparisons, printed and in the summary
+    assert accepted_status == 0, accepted
+    assert accepted.count("note: qwen2/bfloat16/8bit: only in base, removal accepted") == 4
 
 
 def test_gate_without_any_baseline_warns_and_passes(tmp_path, recorded):

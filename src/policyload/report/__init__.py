@@ -2,7 +2,8 @@
 
     python -m policyload.report out/bench.json [--markdown out/bench.md] [--chart out/bench.png]
     python -m policyload.report compare base.json new.json [--thresholds benchmarks/thresholds.toml] \
-        [--max-latency-regression 15%] [--max-memory-regression 2%] [--latency-floor-ms 0] [--allow-different-devices]
+        [--max-latency-regression 15%] [--max-memory-regression 2%] [--latency-floor-ms 0] [--allow-different-devices] \
+        [--accept-removed CASE_KEY_OR_GLOB ...]
     python -m policyload.report device new.json          the run's device as a folder name: nvidia-h200
     python -m policyload.report noise run1.json run2.json ...   run-to-run spread of each case's medians
 
@@ -11,8 +12,25 @@ file (keys `max_latency_regression`, `max_memory_regression`, `latency_floor_ms`
 15%, 2% and 0 ms. A latency growth is a regression when it exceeds the percentage and, as well,
 the floor in milliseconds (short loads jitter by milliseconds, which is a large percentage).
 
-Exit codes: 0 fine, 1 a regression, 2 unusable input (missing, malformed or truncated JSON,
-runs from different devices). Errors are one line on stderr, never a traceback.
+Latency is the benchmark's own measurement of the load: the LatencyTracker's median over the
+measured rounds (`extra_info["median_latency_s"]`), which leaves out the other trackers'
+bookkeeping (NVML init and shutdown, allocator synchronizations) that pytest-benchmark's
+`stats.median` of the whole benchmark call includes. stats.median is read only from a file that
+lacks median_latency_s; `Row.latency_source` says which. `compare` refuses (exit 2) a base
+latency from stats.median against a new one from the tracker, treats a new run that has only
+stats.median where the base has the tracker's latency as a lost metric (exit 1), and compares two
+stats.median latencies with a note.
+
+Exit codes of `compare`: 0 no regression and nothing lost. 1 a regression, or the new run lost
+data: a base case missing from the new run (a case that now skips or fails is missing; an
+intended removal passes with `--accept-removed KEY_OR_GLOB`, printed as a note), a gated metric
+the base has for a case missing from the new run (absent, null or not a number), no case in
+common. 2 unusable input, a comparison that would mean nothing: missing, malformed or truncated
+JSON, runs from different devices (unless `--allow-different-devices`), a case key twice in one
+run, an empty base, a quick run against a full one (`machine_info.policyload.quick`), a case
+measured with different rounds or warm-up rounds (`extra_info`), mixed latency sources as
+above. Every other command: 0 fine, 2 unusable input. Errors are one line on stderr, never a
+traceback; what the new run lost is named case by case on stdout, like the regressions.
 
 The modules, one job each: `runs` reads a run, `tables` formats it (markdown, chart), `gate`
 holds the thresholds, the regression check and the noise measurement, `cli` the command line.
@@ -25,6 +43,7 @@ from .gate import (
     DEFAULT_THRESHOLDS,
     GATED_METRICS,
     THRESHOLD_KEYS,
+    Comparison,
     Metric,
     compare_runs,
     load_thresholds,
@@ -33,17 +52,20 @@ from .gate import (
     parse_percent,
     resolve_thresholds,
 )
-from .runs import ReportError, Row, Run, device_folder_name, load_run
+from .runs import STATS_LATENCY, TRACKER_LATENCY, ReportError, Row, Run, device_folder_name, load_run
 from .tables import format_bytes, markdown_table, write_chart
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "GATED_METRICS",
     "THRESHOLD_KEYS",
+    "Comparison",
     "Metric",
     "ReportError",
     "Row",
     "Run",
+    "STATS_LATENCY",
+    "TRACKER_LATENCY",
     "compare_runs",
     "device_folder_name",
     "format_bytes",

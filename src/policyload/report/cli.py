@@ -25,8 +25,25 @@ _EPILOG = f"""\
 without a command, `{DEFAULT_COMMAND}` is assumed: {PROG} out/bench.json --markdown out/bench.md
 '{PROG} COMMAND -h' shows a command's options.
 
-exit codes: 0 fine, 1 a regression (compare), 2 unusable input (missing, malformed or truncated
-JSON, runs from different devices) or a bad command line."""
+exit codes: 0 fine; 1 (compare) a regression, or the new run lost data: a base case missing
+from it, a gated metric missing from a case, no case in common; 2 unusable input: missing,
+malformed or truncated JSON, runs from different devices, a case key twice in one run, an
+empty base, quick against full runs, different rounds or warm-up rounds, base latency from
+stats.median against new latency from the tracker, or a bad command line."""
+
+_COMPARE_EPILOG = """\
+Latency is the benchmark's own tracker median (extra_info.median_latency_s), without the other
+trackers' bookkeeping; pytest-benchmark's stats.median only for files that lack it.
+
+exit codes:
+  0  no regression, nothing lost
+  1  a regression; or the new run lost data: a base case missing from it (one that now skips or
+     fails too, unless --accept-removed), a gated metric the base has missing from a case, no
+     case in common
+  2  unusable input: missing, malformed or truncated JSON; runs from different devices (unless
+     --allow-different-devices); a case key twice in one run; an empty base; a quick run against
+     a full one; a case with different rounds or warm-up rounds; a base latency from stats.median
+     against a new one from the tracker; a bad thresholds file or command line"""
 
 
 def _print_and_write(text: str, path) -> None:
@@ -47,6 +64,12 @@ def _table(args) -> int:
     return 0
 
 
+def _section(title: str, lines: list[str]) -> None:
+    print(f"{len(lines)} {title}:")
+    for line in lines:
+        print(f"  {line}")
+
+
 def _compare(args) -> int:
     # The file's errors come before the runs' are read: a bad gate configuration is the one to fix first.
     thresholds = resolve_thresholds(
@@ -56,18 +79,28 @@ def _compare(args) -> int:
         latency_floor_s=None if args.latency_floor_ms is None else args.latency_floor_ms / 1000,
     )
     base, new = load_run(args.base), load_run(args.new)
-    regressions, notes = compare_runs(
+    result = compare_runs(
         base, new, thresholds["max_latency_regression"], thresholds["max_memory_regression"],
         args.allow_different_devices, latency_floor_s=thresholds["latency_floor_s"],
+        accept_removed=args.accept_removed,
     )
-    for note in notes:
+    for note in result.notes:
         print(f"note: {note}")
-    if regressions:
-        print(f"{len(regressions)} regression(s):")
-        for line in regressions:
-            print(f"  {line}")
+    if result.missing_cases:
+        _section(
+            "case(s) of the base missing from the new run (skipped, failed, renamed or removed; "
+            "--accept-removed CASE_KEY if intended)",
+            result.missing_cases,
+        )
+    if result.missing_metrics:
+        _section("case(s) missing a gated metric that the base has", result.missing_metrics)
+    if not result.common:
+        print(f"no case in common: nothing was compared ({len(base.rows)} in base, {len(new.rows)} in new)")
+    if result.regressions:
+        _section("regression(s)", result.regressions)
+    if result.failed:
         return 1
-    print(f"no regression in {len({r.key for r in base.rows} & {r.key for r in new.rows})} common case(s)")
+    print(f"no regression in {len(result.common)} common case(s)")
     return 0
 
 
@@ -106,8 +139,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, frozenset[str]]:
     table.set_defaults(handler=_table)
 
     compare = commands.add_parser(
-        "compare", prog=f"{PROG} compare", help="fail (exit 1) on regressions between two runs",
-        description="Fail on regressions between two runs.",
+        "compare", prog=f"{PROG} compare", help="fail (exit 1) on regressions or lost data between two runs",
+        description="Fail on regressions between two runs, and on a new run that lost data.",
+        epilog=_COMPARE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     compare.add_argument("base")
     compare.add_argument("new")
@@ -123,6 +157,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, frozenset[str]]:
         help="a latency must also grow by more than this many milliseconds (default 0)",
     )
     compare.add_argument("--allow-different-devices", action="store_true")
+    compare.add_argument(
+        "--accept-removed", action="append", default=[], metavar="CASE_KEY",
+        help="a base case whose absence from the new run is intended (checkpoint/dtype/quantization, "
+        "or a glob such as 'qwen2/*'); repeatable; each accepted removal is printed as a note",
+    )
     compare.set_defaults(handler=_compare)
 
     device = commands.add_parser(

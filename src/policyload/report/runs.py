@@ -4,12 +4,25 @@
 checkpoint, dtype, quantization and memory figures in `extra_info` and the run's device in
 `machine_info.policyload` (benchmarks/conftest.py). Everything else in the report works on the
 `Run` read here, so a malformed file is refused once, here, with a one-line `ReportError`.
+
+Latency is the benchmark's own measurement of the load, `extra_info["median_latency_s"]`: the
+median over the measured rounds of the LatencyTracker, which times `load_policy` (and, on a GPU,
+the move to the device) and nothing else. pytest-benchmark's `stats.median` times the whole
+`load_once` call, the other trackers' bookkeeping included (NVML init and shutdown, allocator
+synchronizations and resets: tens to hundreds of milliseconds on a GPU), so it is used only for a
+file without `median_latency_s` (not one `pytest benchmarks` wrote), and the Row says so in its
+`latency_source`: "tracker" or "stats.median".
+
+A gated memory figure (`peak_bytes`, `resident_bytes`) that is absent, null or not a finite number
+reads as None: the measurement is missing, and `compare` treats it as such. A latency that is
+absent, null or not finite in `extra_info` is missing the same way, and stats.median stands in.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +30,11 @@ from pathlib import Path
 
 class ReportError(Exception):
     """Input the report cannot use; the message is the whole one-line explanation."""
+
+
+#: Row.latency_source: the LatencyTracker's median (extra_info.median_latency_s), or pytest-benchmark's.
+TRACKER_LATENCY = "tracker"
+STATS_LATENCY = "stats.median"
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,11 @@ class Row:
     predicted_bytes: int | None
     measured_over_predicted: float | None
     bandwidth_fraction: float | None
+    #: Where median_latency_s comes from: TRACKER_LATENCY (extra_info.median_latency_s) or STATS_LATENCY.
+    latency_source: str = TRACKER_LATENCY
+    #: The case's measured and warm-up rounds (extra_info); None when the file does not say.
+    rounds: int | None = None
+    warmup_rounds: int | None = None
 
     @property
     def key(self) -> str:
@@ -42,6 +65,37 @@ class Run:
     device: str
     machine: dict
     rows: list[Row]
+
+    @property
+    def quick(self):
+        """`pytest benchmarks --quick` (True/False) as machine_info.policyload records it; None: not recorded."""
+        return self.machine.get("quick")
+
+    def duplicate_keys(self) -> list[str]:
+        """Case keys that more than one benchmark of the run has, sorted."""
+        keys = [row.key for row in self.rows]
+        return sorted({key for key in keys if keys.count(key) > 1})
+
+    def rows_by_key(self) -> dict[str, Row]:
+        """{case key: row}; a run with a key twice is refused (which of the two would be compared?)."""
+        duplicates = self.duplicate_keys()
+        if duplicates:
+            raise ReportError(
+                f"{self.path}: {len(duplicates)} case key(s) occur more than once: {', '.join(duplicates)} "
+                "(two benchmarks of one case: which would be compared?)"
+            )
+        return {row.key: row for row in self.rows}
+
+
+def _measurement(value):
+    """A recorded figure, or None where it is absent, null or not a finite number (a lost measurement)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def _count(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def load_run(path) -> Run:
@@ -65,21 +119,34 @@ def load_run(path) -> Run:
     for index, benchmark in enumerate(document["benchmarks"]):
         try:
             extra = benchmark.get("extra_info", {})
+            tracker_latency = _measurement(extra.get("median_latency_s"))
+            if tracker_latency is None:
+                latency, latency_source = _measurement(benchmark["stats"]["median"]), STATS_LATENCY
+                if latency is None:
+                    raise ValueError(f"stats.median = {benchmark['stats']['median']!r}")
+            else:
+                latency, latency_source = float(tracker_latency), TRACKER_LATENCY
             rows.append(
                 Row(
                     checkpoint=extra.get("checkpoint", benchmark["name"]),
                     dtype=extra.get("dtype", "?"),
                     quantization=extra.get("quantization", "?"),
-                    median_latency_s=float(benchmark["stats"]["median"]),
-                    peak_bytes=extra.get("peak_bytes"),
-                    resident_bytes=extra.get("resident_bytes"),
+                    median_latency_s=latency,
+                    peak_bytes=_measurement(extra.get("peak_bytes")),
+                    resident_bytes=_measurement(extra.get("resident_bytes")),
                     predicted_bytes=extra.get("predicted_bytes"),
                     measured_over_predicted=extra.get("measured_over_predicted"),
                     bandwidth_fraction=extra.get("bandwidth_fraction"),
+                    latency_source=latency_source,
+                    rounds=_count(extra.get("rounds")),
+                    warmup_rounds=_count(extra.get("warmup_rounds")),
                 )
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ReportError(f"{path}: benchmark #{index} has no usable stats.median ({error!r})") from None
+            raise ReportError(
+                f"{path}: benchmark #{index} has no usable latency: neither extra_info.median_latency_s "
+                f"nor a usable stats.median ({error!r})"
+            ) from None
     # No `policyload` machine info (a JSON not written through benchmarks/conftest.py): pytest-benchmark's CPU name.
     device = machine.get("device") or document.get("machine_info", {}).get("cpu", {}).get("brand_raw", "unknown")
     return Run(path, device, machine, rows)
