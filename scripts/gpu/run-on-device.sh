@@ -126,9 +126,16 @@ run_phase() {
     POLICYLOAD_PHASE_DEADLINE=$(( start + eff - grace )) POLICYLOAD_PHASE_STOPPED="$stopped" \
         timeout --signal=TERM --kill-after=15 "$eff" "$@" > "$WORK/logs/$name.log" 2>&1
     rc=$?
-    local seconds=$(( $(date +%s) - start )) status
+    local seconds=$(( $(date +%s) - start )) status outcome
+    # pytest's closing line ("3 passed, 1 skipped in 4.20s"), else the command's last line.
+    outcome="$(grep -E '(passed|failed|errors?|skipped|deselected|no tests ran).* in [0-9.]+s' "$WORK/logs/$name.log" \
+        | tail -n 1 | tr -d '=' | sed 's/^ *//; s/ *$//')"
+    [ -n "$outcome" ] || outcome="$(tail -n 1 "$WORK/logs/$name.log" | tr '|' '/' | cut -c1-160)"
     if [ -s "$stopped" ] || [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
         status="cut at the time cap"
+        # An interrupted pytest exits 2 whatever failed before the cut: the closing line tells.
+        if [[ "$outcome" =~ [0-9]+\ (failed|errors?)([ ,]|$) ]]; then status="cut at the time cap, after failures"; FAILED=1; fi
+        outcome="$outcome; $(head -n 1 "$stopped" 2>/dev/null || echo "signal at the hard cap")"
     else
         case "$rc" in
             0) status=ok ;;
@@ -137,12 +144,6 @@ run_phase() {
             *) status="error"; FAILED=1 ;;
         esac
     fi
-    local outcome
-    # pytest's closing line ("3 passed, 1 skipped in 4.20s"), else the command's last line.
-    outcome="$(grep -E '(passed|failed|errors?|skipped|deselected|no tests ran).* in [0-9.]+s' "$WORK/logs/$name.log" \
-        | tail -n 1 | tr -d '=' | sed 's/^ *//; s/ *$//')"
-    [ -n "$outcome" ] || outcome="$(tail -n 1 "$WORK/logs/$name.log" | tr '|' '/' | cut -c1-160)"
-    [ -s "$stopped" ] && outcome="$outcome; $(head -n 1 "$stopped")"
     log "phase $name: $status (rc $rc, ${seconds}s): $outcome"
     record "$name" "$status" "$rc" "$seconds" "$eff" "$outcome"
     bundle_now
