@@ -5,17 +5,12 @@ The mutants' own runs are `tox -e mutation`; here only a tiny selection runs, th
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `pytest tests` (tox) does not put the repository root on sys.path
-    sys.path.insert(0, str(ROOT))
-
-from conformance import mutation  # noqa: E402
-from conformance.mutation import HarnessError, Mutant, check_snippet, load_mutants, main, mutated_copy  # noqa: E402
+from conformance import mutation  # the repository root is on sys.path: the root conftest.py
+from conformance.mutation import HarnessError, Mutant, check_snippet, load_mutants, main, mutated_copy
 
 PUBLIC = {
     "LoadSpec",
@@ -117,6 +112,8 @@ def test_first_failure_reads_the_short_summary():
     output = "..F\n=== short test summary info ===\nFAILED tests/test_x.py::test_y[a-b] - AssertionError\n"
     assert mutation.first_failure(output) == "tests/test_x.py::test_y[a-b]"
     assert mutation.first_failure("ERROR conformance/test_z.py - ImportError\n") == "conformance/test_z.py"
+    spaced = "FAILED tests/test_spec.py::test_bad[fields6-LoadSpec.x='' is not accepted] - Failed: DID NOT RAISE"
+    assert mutation.first_failure(spaced) == "tests/test_spec.py::test_bad[fields6-LoadSpec.x='' is not accepted]"
 
 
 def test_score_survivors_and_exit_status(tmp_path, capsys):

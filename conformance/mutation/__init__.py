@@ -55,7 +55,7 @@ PYTEST_OPTIONS = ("-x", "-q", "-p", "no:cacheprovider", "-rfE", "--no-header")
 #: Wall-clock limit of one child run, seconds; a mutant that hangs past it counts as killed.
 DEFAULT_TIMEOUT_S = 600
 #: Which test failed, from pytest's short summary (`-rfE`).
-_FAILED = re.compile(r"^(FAILED|ERROR) (\S+)")
+_FAILED = re.compile(r"^(FAILED|ERROR) (.+?)(?: - .*)?$")
 
 
 class HarnessError(Exception):
@@ -274,10 +274,14 @@ def _run(options, listed: MutantList, mutants: list[Mutant], started: float) -> 
     used = sorted({m.selection for m in mutants})
     print(f"mutation: {len(mutants)} mutants, {len(listed.equivalents)} equivalent (not run); "
           f"baseline of {len(used)} selections first; {options.jobs} job(s)", flush=True)  # fmt: skip
+
+    def baseline(name: str) -> Result:
+        result = run_baseline(name, listed.selections[name], options.timeout)
+        print(f"  baseline {result.id:22} {result.status:16} {result.seconds:6.1f}s", flush=True)
+        return result
+
     with ThreadPoolExecutor(options.jobs) as pool:
-        baselines = list(pool.map(lambda n: run_baseline(n, listed.selections[n], options.timeout), used))
-    for baseline in baselines:
-        print(f"  baseline {baseline.id:22} {baseline.status:16} {baseline.seconds:6.1f}s", flush=True)
+        baselines = list(pool.map(baseline, used))
     failed = [b for b in baselines if b.status != "baseline-passed"]
     if failed:
         details = "\n".join(f"{b.id}: {b.killed_by}\n{b.detail[-3000:]}" for b in failed)
