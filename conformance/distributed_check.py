@@ -31,7 +31,11 @@ import tempfile
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(_ROOT), str(_ROOT / "src")]  # run as a script by torchrun: make the packages importable
+# Run as a script by torchrun: make the packages importable. After PYTHONPATH's entries (they
+# follow sys.path[0], this folder), so a tree put first there wins: the mutated copy of
+# `python -m conformance.mutation`, which must reach the ranks too.
+_AFTER_PYTHONPATH = 1 + len([entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry])
+sys.path[_AFTER_PYTHONPATH:_AFTER_PYTHONPATH] = [str(_ROOT), str(_ROOT / "src")]
 
 from policyload.drift import ABSENT  # noqa: E402  (importable once the path is set)
 
