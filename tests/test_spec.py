@@ -83,3 +83,11 @@ def test_topology_detect_sees_this_process():
 )
 def test_topology_device_is_the_torch_device_string(topology, device):
     assert topology.device == device
+
+
+def test_from_model_config_overrides_win_over_the_config():
+    # TRL >= 1.7 keeps trust_remote_code on DPOConfig while an older ModelConfig still has the field:
+    # what the caller passes explicitly is what the recipe uses.
+    cfg = SimpleNamespace(model_name_or_path="m", dtype="float32", trust_remote_code=False)
+    spec = LoadSpec.from_model_config(cfg, trust_remote_code=True, dtype="bfloat16")
+    assert (spec.trust_remote_code, spec.dtype, spec.model_name_or_path) == (True, "bfloat16", "m")
