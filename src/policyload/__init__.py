@@ -13,6 +13,7 @@ _HOMES = {
     "LoadSpec": ".spec",
     "Topology": ".topology",
     "build_model_kwargs": ".kwargs",
+    "plan_dpo_loads": ".plan",
     "build_quantization_config": ".kwargs",
     "kbit_device_map": ".kwargs",
 }
