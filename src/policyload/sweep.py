@@ -35,6 +35,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable
@@ -85,6 +86,8 @@ KNOWN_BREAKS = (
 )
 #: Step transformers down at most this many minor releases when `import trl.scripts.dpo` fails.
 MAX_FALLBACKS = 4
+#: Packages whose bytecode each environment writes for itself (see `Sweeper.precompile`).
+LAZY = {"trl", "transformers"}
 #: Statuses whose result is reused by a later run (anything else is retried with --retry-failed).
 RAN = re.compile(r"^(pass|\d+ failed)")
 
@@ -227,6 +230,10 @@ class Sweeper:
         self.results = cache / "results" / self.suite
         self.env = {**os.environ, "UV_CACHE_DIR": os.environ.get("UV_CACHE_DIR", str(cache / "uv"))}
         self.env.pop("VIRTUAL_ENV", None)
+        # Each environment writes the bytecode of what it imports (a fresh env has none: uv does
+        # not compile), so the suite does not recompile torch and transformers on every start.
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        self.compiling = threading.Lock()
         self.env.pop("PIP_CONSTRAINT", None)  # tox sets it to constraints.txt, the newest TRL
 
     # -- cached results
@@ -285,6 +292,7 @@ class Sweeper:
             if installed.returncode:
                 row.status = f"install failed: {last_line(installed.stderr)}"
                 return False
+            self.precompile()
             probe = self.run(
                 [python, "-c", PROBE], timeout=600, env={**self.env, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
             )
@@ -307,6 +315,24 @@ class Sweeper:
             caps.append(cap)
         row.status = f"import failed: {reason} (after {MAX_FALLBACKS} transformers fallbacks)"
         return False
+
+    def precompile(self) -> None:
+        """Compile the wheels uv has unpacked into its cache, once: uv hard-links an environment's
+        files from there, `__pycache__` included, so every later environment starts with the
+        bytecode of torch & co. (the same source file, so the same mtime and size, so valid).
+        TRL and transformers, one version each per few environments and imported lazily, are
+        left to each environment."""
+        archives = Path(self.env["UV_CACHE_DIR"]) / "archive-v0"
+        done_file = self.cache / "compiled.json"
+        with self.compiling:
+            done = set(json.loads(done_file.read_text())) if done_file.exists() else set()
+            new = [
+                folder for folder in sorted(archives.glob("*"))
+                if folder.is_dir() and folder.name not in done and not LAZY & {p.name for p in folder.iterdir()}
+            ]  # fmt: skip
+            if new:
+                self.run([self.python, "-m", "compileall", "-q", "-j", "2", *map(str, new)], timeout=self.timeout)
+                done_file.write_text(json.dumps(sorted(done | {folder.name for folder in new})))
 
     # -- the suite
 
