@@ -2,8 +2,12 @@
 by-release drift report, and the README block generated from the committed record."""
 
 import json
+from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from policyload import drift, sweep
 from policyload.drift import by_release_table
@@ -102,6 +106,66 @@ def test_failed_installs_are_rows_reused_unless_retried(sweeper):
     assert sweeper.cached("0.24.0")["row"]["status"] == "install failed: no wheel"
     sweeper.retry_failed = True
     assert sweeper.cached("0.24.0") is None
+
+
+class FakeInstaller:
+    """Stands in for uv and the environment's Python: `import trl.scripts.dpo` fails with any
+    transformers at or above `breaks_from`; the newest transformers on the index is 5.24.0."""
+
+    def __init__(self, breaks_from):
+        self.breaks_from, self.installed, self.commands = Version(breaks_from), None, []
+
+    def __call__(self, command, **kwargs):
+        self.commands.append(command)
+        text = " ".join(command)
+        if command[1] == "venv":
+            Path(command[-1]).mkdir(parents=True)
+        if " pip install " in f" {text} ":
+            (requirement,) = [arg for arg in command if arg.startswith("transformers")]
+            allowed = SpecifierSet(requirement.removeprefix("transformers"))
+            versions = [v for v in map(Version, ("4.57.6", "5.2.0", "5.23.0", "5.24.0")) if v in allowed]
+            if not versions:
+                return CompletedProcess(command, 1, "", f"No solution found: {requirement}")
+            self.installed = max(versions)
+            return CompletedProcess(command, 0, "", "")
+        if "trl.scripts.dpo" in text:
+            if self.installed >= self.breaks_from:
+                return CompletedProcess(command, 1, "", "ImportError: cannot import name 'x'")
+            return CompletedProcess(command, 0, json.dumps({"transformers": str(self.installed), "requires": None}), "")
+        if "version('transformers')" in text:
+            return CompletedProcess(command, 0, f"{self.installed}\n", "")
+        return CompletedProcess(command, 0, "", "")
+
+
+def test_a_transformers_that_breaks_the_import_is_stepped_down_and_recorded(sweeper, tmp_path, monkeypatch):
+    fake = FakeInstaller(breaks_from="5.23")
+    monkeypatch.setattr(sweep.Sweeper, "uv", ["uv"])
+    monkeypatch.setattr(sweeper, "run", fake)
+    monkeypatch.setattr(sweeper, "precompile", lambda: None)
+    (tmp_path / "env").mkdir()
+    row = sweep.Row("1.16.0")
+
+    assert sweeper.install("1.16.0", tmp_path / "env", row)
+    assert (row.transformers, row.notes) == (
+        "5.2.0",
+        [
+            "transformers 5.24.0: `import trl.scripts.dpo` failed (ImportError: cannot import name 'x'); "
+            "retried with <5.24",
+            "transformers 5.23.0: `import trl.scripts.dpo` failed (ImportError: cannot import name 'x'); "
+            "retried with <5.23",
+        ],
+    )
+
+
+def test_a_release_no_transformers_imports_with_is_an_import_failed_row(sweeper, tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep.Sweeper, "uv", ["uv"])
+    monkeypatch.setattr(sweeper, "run", FakeInstaller(breaks_from="4.0"))
+    monkeypatch.setattr(sweeper, "precompile", lambda: None)
+    (tmp_path / "env").mkdir()
+    row = sweep.Row("1.16.0")
+
+    assert not sweeper.install("1.16.0", tmp_path / "env", row)
+    assert row.status.startswith("import failed")
 
 
 def test_a_changed_suite_changes_the_results_folder(tmp_path):

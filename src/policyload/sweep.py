@@ -178,6 +178,8 @@ class Row:
     failed: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    #: Seconds per phase: install (uv, bytecode), import (the probe), tests.
+    phases: dict = field(default_factory=dict)
     #: Caps and fallbacks applied to transformers, and the first failing tests.
     notes: list[str] = field(default_factory=list)
 
@@ -281,7 +283,9 @@ class Sweeper:
         breaks = known_breaks(release)
         caps = [b.transformers for b in breaks]
         row.notes += [f"transformers{b.transformers}: {b.reason}" for b in breaks]
+        reason = None  # why the last transformers tried did not import
         for _ in range(MAX_FALLBACKS + 1):
+            started = time.monotonic()
             requirement = "transformers" + (",".join(caps) if caps else "")
             constraints = [option for name in CONSTRAINTS for option in ("-c", str(ROOT / name))]
             installed = self.run(
@@ -290,12 +294,18 @@ class Sweeper:
                 timeout=self.timeout,
             )  # fmt: skip
             if installed.returncode:
-                row.status = f"install failed: {last_line(installed.stderr)}"
+                failure = last_line(installed.stderr)
+                row.status = f"import failed: {reason}; no older transformers installs ({failure})" if reason else (
+                    f"install failed: {failure}"
+                )
                 return False
             self.precompile()
+            row.phases["install"] = round(row.phases.get("install", 0) + time.monotonic() - started, 1)
+            started = time.monotonic()
             probe = self.run(
                 [python, "-c", PROBE], timeout=600, env={**self.env, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
             )
+            row.phases["import"] = round(row.phases.get("import", 0) + time.monotonic() - started, 1)
             if probe.returncode == 0:
                 facts = json.loads(probe.stdout.strip().splitlines()[-1])
                 row.transformers, row.requires = facts["transformers"], facts["requires"]
@@ -307,10 +317,7 @@ class Sweeper:
                 row.status = f"import failed: {reason}"
                 return False
             current = Version(version.stdout.strip())
-            if current.minor == 0:  # no older minor of this major worth guessing at
-                row.status = f"import failed with transformers {current}: {reason}"
-                return False
-            cap = f"<{current.major}.{current.minor}"
+            cap = f"<{current.major}.{current.minor}" if current.minor else f"<{current.major}"
             row.notes.append(f"transformers {current}: `import trl.scripts.dpo` failed ({reason}); retried with {cap}")
             caps.append(cap)
         row.status = f"import failed: {reason} (after {MAX_FALLBACKS} transformers fallbacks)"
@@ -381,7 +388,14 @@ class Sweeper:
         start = time.monotonic()
         row = Row(release)
         env = self.cache / "envs" / f"trl-{release}"
-        observations = self.test(release, env, row) if self.install(release, env, row) else None
+        observations = None
+        try:
+            if self.install(release, env, row):
+                tested = time.monotonic()
+                observations = self.test(release, env, row)
+                row.phases["tests"] = round(time.monotonic() - tested, 1)
+        except (OSError, subprocess.SubprocessError, ValueError) as error:  # a row, never a crashed sweep
+            row.status = f"sweep error: {type(error).__name__}: {last_line(str(error))}"
         row.seconds = round(time.monotonic() - start, 1)
         key = install_key(release, self.python_version)
         result = {"install_key": key, "row": asdict(row), "observations": observations}
