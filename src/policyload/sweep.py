@@ -27,6 +27,8 @@ policyload.drift --by-release`), releases.json (one row per release), report.md.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import functools
 import gzip
 import hashlib
 import json
@@ -236,6 +238,8 @@ class Sweeper:
         # not compile), so the suite does not recompile torch and transformers on every start.
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.compiling = threading.Lock()
+        #: The end of each release's pytest output, kept with a result that did not pass.
+        self.log_tails: dict[str, str] = {}
         self.env.pop("PIP_CONSTRAINT", None)  # tox sets it to constraints.txt, the newest TRL
 
     # -- cached results
@@ -345,7 +349,7 @@ class Sweeper:
 
     def test(self, release: str, env: Path, row: Row) -> dict | None:
         """Run the levels in `env`; fill the row's counts and status; return the observations."""
-        work = self.cache / "work" / f"trl-{release}"
+        work = self.cache / "work" / self.suite / f"trl-{release}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         observations, junit = work / "observations.json", work / "junit.xml"
@@ -371,6 +375,7 @@ class Sweeper:
             row.status = f"timed out after {self.timeout:.0f} s"
             return None
         (work / "pytest.log").write_text(result.stdout + result.stderr)
+        self.log_tails[release] = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
         if junit.exists():
             counts = junit_counts(junit)
             row.passed, row.failed, row.skipped = counts["passed"], counts["failed"], counts["skipped"]
@@ -388,6 +393,24 @@ class Sweeper:
         start = time.monotonic()
         row = Row(release)
         env = self.cache / "envs" / f"trl-{release}"
+        env.parent.mkdir(parents=True, exist_ok=True)
+        observations = None
+        # One sweep at a time per environment (two worktrees may share the cache).
+        with open(env.parent / f"trl-{release}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            observations = self.run_release(release, env, row)
+        row.seconds = round(time.monotonic() - start, 1)
+        key = install_key(release, self.python_version)
+        result = {"install_key": key, "row": asdict(row), "observations": observations}
+        if not RAN.match(row.status) or row.failed:
+            result["log_tail"] = self.log_tails.get(release, "")
+        self.results.mkdir(parents=True, exist_ok=True)
+        tmp = self.result_path(release).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, self.result_path(release))
+        return result
+
+    def run_release(self, release: str, env: Path, row: Row) -> dict | None:
         observations = None
         try:
             if self.install(release, env, row):
@@ -396,16 +419,10 @@ class Sweeper:
                 row.phases["tests"] = round(time.monotonic() - tested, 1)
         except (OSError, subprocess.SubprocessError, ValueError) as error:  # a row, never a crashed sweep
             row.status = f"sweep error: {type(error).__name__}: {last_line(str(error))}"
-        row.seconds = round(time.monotonic() - start, 1)
-        key = install_key(release, self.python_version)
-        result = {"install_key": key, "row": asdict(row), "observations": observations}
-        self.results.mkdir(parents=True, exist_ok=True)
-        tmp = self.result_path(release).with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
-        os.replace(tmp, self.result_path(release))
-        return result
+        return observations
 
-    def sweep(self, releases: list[str], jobs: int, log=print) -> list[dict]:
+    def sweep(self, releases: list[str], jobs: int, log=None) -> list[dict]:
+        log = log or functools.partial(print, flush=True)
         results = {release: self.cached(release) for release in releases}
         todo = [release for release, result in results.items() if result is None]
         recorded = len(releases) - len(todo)
@@ -492,6 +509,11 @@ def write_outputs(results: list[dict], out: Path) -> str:
     for run in runs:
         (out / "observations" / f"trl-{run['trl']}.json").write_text(json.dumps(run, indent=1, sort_keys=True))
     (out / "releases.json").write_text(json.dumps([r["row"] for r in results], indent=1))
+    shutil.rmtree(out / "logs", ignore_errors=True)
+    for result in results:
+        if result.get("log_tail"):
+            (out / "logs").mkdir(exist_ok=True)
+            (out / "logs" / f"trl-{result['row']['trl']}.txt").write_text(result["log_tail"] + "\n")
     report = f"# TRL release sweep\n\n{history(results)}"
     (out / "report.md").write_text(report)
     return report
