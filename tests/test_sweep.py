@@ -203,3 +203,15 @@ def test_readme_history_is_generated_from_the_committed_sweep():
     assert readme == sweep.readme_with(sweep.history(sweep.load_record(sweep.RECORD)), readme), (
         "README.md's TRL history is stale: python -m policyload.sweep --readme"
     )
+
+
+def test_releases_left_out_by_releases_are_rows_so_no_change_is_attributed_across_them(sweeper):
+    results = [result("1.4.0", observations={"defaults": {}}), result("1.7.0", observations={"defaults": {"x": 1}})]
+    index = ["1.3.0", "1.4.0", "1.5.0", "1.6.0", "1.7.0", "1.8.0"]
+
+    filled = sweep.with_skipped(results, index, sweeper)
+
+    assert [(r["row"]["trl"], r["row"]["status"]) for r in filled] == [
+        ("1.4.0", "pass"), ("1.5.0", "not swept"), ("1.6.0", "not swept"), ("1.7.0", "pass"),
+    ]  # fmt: skip
+    assert "| 1.5.0 to 1.7.0 (1.5.0, 1.6.0 not observed) |" in sweep.history(filled)

@@ -464,6 +464,20 @@ def junit_counts(path: Path) -> dict:
 # --- output -----------------------------------------------------------------------------------
 
 
+def with_skipped(results: list[dict], index: list[str], sweeper: Sweeper) -> list[dict]:
+    """`results` and a row for every final release between them that this run left out
+    (`--releases`): its recorded result if there is one, else "not swept", so the drift report
+    never attributes a change across releases it did not look at to the later one."""
+    if not results:
+        return results
+    swept = {result["row"]["trl"]: result for result in results}
+    oldest, newest = min(map(Version, swept)), max(map(Version, swept))
+    between = [release for release in index if oldest <= Version(release) <= newest and release not in swept]
+    for release in between:
+        swept[release] = sweeper.cached(release) or {"row": asdict(Row(release, "not swept")), "observations": None}
+    return sorted(swept.values(), key=lambda result: Version(result["row"]["trl"]))
+
+
 def status_table(rows: list[dict]) -> str:
     """Consecutive releases with the same transformers and status share a line."""
     groups: list[list[dict]] = []
@@ -495,7 +509,7 @@ def history(results: list[dict]) -> str:
     runs, unobserved = runs_of(results)
     rows = [result["row"] for result in results]
     return (
-        f"Swept: TRL {rows[0]['trl']} to {rows[-1]['trl']}, {len(rows)} final releases "
+        f"TRL {rows[0]['trl']} to {rows[-1]['trl']}: {len(rows)} final releases, {len(runs)} observed "
         f"(`python -m policyload.sweep`).\n\n{status_table(rows)}\n\n"
         f"{drift.by_release_table(runs, unobserved)}\n"
     )
@@ -577,9 +591,17 @@ def main(argv=None) -> int:
         if args.readme:
             README.write_text(readme_with(history(load_record(RECORD)), README.read_text()))
             return 0
-        releases = args.releases or final_releases(index_versions("trl"), args.since)
         start = time.monotonic()
-        results = Sweeper(args.cache, args.out, args.python, args.retry_failed, args.timeout).sweep(releases, args.jobs)
+        try:
+            index = final_releases(index_versions("trl"), args.since)
+        except SweepError as error:
+            if not args.releases:
+                raise
+            print(f"warning: {error}; releases between those given are not listed", file=sys.stderr)
+            index = []
+        releases = final_releases(args.releases, "0") if args.releases else index
+        sweeper = Sweeper(args.cache, args.out, args.python, args.retry_failed, args.timeout)
+        results = with_skipped(sweeper.sweep(releases, args.jobs), index, sweeper)
         print(write_outputs(results, args.out))
         if args.record:
             save_record(results, RECORD)
