@@ -88,8 +88,9 @@ KNOWN_BREAKS = (
 )
 #: Step transformers down at most this many minor releases when `import trl.scripts.dpo` fails.
 MAX_FALLBACKS = 4
-#: Packages whose bytecode each environment writes for itself (see `Sweeper.precompile`).
-LAZY = {"trl", "transformers"}
+#: Packages whose bytecode each environment writes for itself (see `Sweeper.precompile`): one
+#: version per environment, so compiling all of it would not pay.
+LAZY = {"trl"}
 #: Statuses whose result is reused by a later run (anything else is retried with --retry-failed).
 RAN = re.compile(r"^(pass|\d+ failed)")
 
@@ -330,9 +331,8 @@ class Sweeper:
     def precompile(self) -> None:
         """Compile the wheels uv has unpacked into its cache, once: uv hard-links an environment's
         files from there, `__pycache__` included, so every later environment starts with the
-        bytecode of torch & co. (the same source file, so the same mtime and size, so valid).
-        TRL and transformers, one version each per few environments and imported lazily, are
-        left to each environment."""
+        bytecode of torch, transformers & co. (the same source file, so the same mtime and
+        size, so valid). TRL, one version per environment, is left to each environment."""
         archives = Path(self.env["UV_CACHE_DIR"]) / "archive-v0"
         done_file = self.cache / "compiled.json"
         with self.compiling:
