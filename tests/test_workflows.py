@@ -23,6 +23,7 @@ import policyload
 ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / ".github" / "workflows" / "ci.yml"
 NIGHTLY = ROOT / ".github" / "workflows" / "nightly-gpu.yml"
+SWEEP = ROOT / ".github" / "workflows" / "sweep.yml"
 RECORDED = ROOT / "tests" / "data" / "bench-cpu-quick.json"
 #: The README section that documents the nightly job's commands.
 NIGHTLY_SECTION = "Nightly GPU job"
@@ -100,12 +101,25 @@ def test_workflows_are_valid_against_the_github_workflow_schema():
     result = subprocess.run(
         [
             sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
-            str(CI), str(NIGHTLY),
+            str(CI), str(NIGHTLY), str(SWEEP),
         ],
         capture_output=True, text=True,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sweep_runs_tox_sweep_weekly_on_a_hosted_cpu_runner_and_uploads_the_report():
+    workflow = load_workflow(SWEEP)
+    (job,) = workflow["jobs"].values()
+    (upload,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+
+    assert (
+        sorted(workflow["on"]),
+        job["runs-on"],
+        set().union(*(tox_commands(s["run"]) for s in run_steps(workflow))),
+        upload["with"]["path"],
+    ) == (["schedule", "workflow_dispatch"], "ubuntu-latest", {"tox -e sweep"}, "out/sweep/")
 
 
 def test_ci_runs_ci_run_on_push_and_pull_request_on_a_hosted_cpu_runner():

@@ -6,6 +6,7 @@ consecutive releases, every recipe case whose `from_pretrained` keywords differ 
 grouped by cause. Built only from what the runs observed; nothing here knows TRL's history.
 
     python -m policyload.drift out/observations
+    python -m policyload.drift --by-release out/sweep/observations   # every release: python -m policyload.sweep
 """
 
 from __future__ import annotations
@@ -71,10 +72,24 @@ def differences(before: dict, after: dict) -> list[tuple[str, str, object, objec
 def read_run(path: Path) -> dict:
     try:
         run = json.loads(path.read_text())
-        return {"trl": run["trl"], "observations": run["observations"]}
+        return {"trl": run["trl"], "transformers": run.get("transformers"), "observations": run["observations"]}
     except (OSError, ValueError, KeyError, TypeError) as error:
         reason = f"{type(error).__name__}: {error}"
         raise DriftError(f"policyload.drift: {path} is not an observation file ({reason})") from error
+
+
+def grouped_changes(old: dict, new: dict) -> list[tuple[str, str, str, str]]:
+    """(cause, keyword, summary, examples) for every cause x keyword that differs between two runs:
+    each value change with its case count, and up to three example cases."""
+    grouped = defaultdict(lambda: defaultdict(list))
+    for case_id, keyword, before, after in differences(old["observations"], new["observations"]):
+        grouped[(cause(keyword, case_id), keyword)][f"{before!r} -> {after!r}"].append(case_id)
+    rows = []
+    for (why, keyword), changes in sorted(grouped.items()):
+        summary = "<br>".join(f"{change} ({len(ids)})" for change, ids in sorted(changes.items()))
+        examples = ", ".join(f"`{ids[0]}`" for ids in list(changes.values())[:3])
+        rows.append((why, keyword, summary, examples))
+    return rows
 
 
 def drift_table(runs: list[dict]) -> str:
@@ -82,16 +97,36 @@ def drift_table(runs: list[dict]) -> str:
     runs = sorted(runs, key=lambda run: Version(run["trl"]))
     lines = ["| TRL upgrade | cause | keyword | before -> after (cases) | examples |", "|---|---|---|---|---|"]
     for old, new in pairwise(runs):
-        grouped = defaultdict(lambda: defaultdict(list))
-        for case_id, keyword, before, after in differences(old["observations"], new["observations"]):
-            grouped[(cause(keyword, case_id), keyword)][f"{before!r} -> {after!r}"].append(case_id)
         upgrade = f"{old['trl']} -> {new['trl']}"
-        if not grouped:
+        changes = grouped_changes(old, new)
+        if not changes:
             lines.append(f"| {upgrade} | no change | | | |")
-        for (why, keyword), changes in sorted(grouped.items()):
-            summary = "<br>".join(f"{change} ({len(ids)})" for change, ids in sorted(changes.items()))
-            examples = ", ".join(f"`{ids[0]}`" for ids in list(changes.values())[:3])
+        for why, keyword, summary, examples in changes:
             lines.append(f"| {upgrade} | {why} | `{keyword}` | {summary} | {examples} |")
+    return "\n".join(lines)
+
+
+def first_release(old: dict, new: dict, unobserved=()) -> str:
+    """Where a change between two consecutive observed runs first appears: `new` itself, unless
+    releases between them were not observed (then the first of those to `new`); a transformers
+    change between the two is named too, as the other possible cause."""
+    gap = sorted((v for v in unobserved if Version(old["trl"]) < Version(v) < Version(new["trl"])), key=Version)
+    release = f"{gap[0]} to {new['trl']} ({', '.join(gap)} not observed)" if gap else new["trl"]
+    if old.get("transformers") and new.get("transformers") and old["transformers"] != new["transformers"]:
+        release += f" (transformers {old['transformers']} -> {new['transformers']})"
+    return release
+
+
+def by_release_table(runs: list[dict], unobserved=()) -> str:
+    """The drift of consecutive releases, each change under the release where it first appears:
+    with every release observed (`python -m policyload.sweep`), that is the exact release.
+    Releases without a change have no row; `unobserved` lists releases with no observations."""
+    runs = sorted(runs, key=lambda run: Version(run["trl"]))
+    lines = ["| first in TRL | cause | keyword | before -> after (cases) | examples |", "|---|---|---|---|---|"]
+    for old, new in pairwise(runs):
+        release = first_release(old, new, unobserved)
+        for why, keyword, summary, examples in grouped_changes(old, new):
+            lines.append(f"| {release} | {why} | `{keyword}` | {summary} | {examples} |")
     return "\n".join(lines)
 
 
@@ -107,6 +142,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "observations", nargs="+", type=Path, help="observation files (or folders of them), one per TRL release"
     )
+    parser.add_argument(
+        "--by-release",
+        action="store_true",
+        help="each change under the release where it first appears (for consecutive releases: the sweep's output)",
+    )
     args = parser.parse_args(argv)
     missing = [str(path) for path in args.observations if not path.exists()]
     if missing:
@@ -118,7 +158,8 @@ def main(argv=None) -> int:
             + WHERE_OBSERVATIONS_COME_FROM
         )
     try:
-        print(drift_table([read_run(path) for path in paths]))
+        runs = [read_run(path) for path in paths]
+        print(by_release_table(runs) if args.by_release else drift_table(runs))
     except DriftError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
