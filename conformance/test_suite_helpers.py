@@ -213,5 +213,5 @@ def test_every_listed_divergence_names_real_cases(divergence):
 
 
 def test_release_table_picks_the_last_row_at_or_below():
-    releases = ("0.25.1", "1.16.0", "1.7.1")
-    assert tuple(facts_for(Version(release)).since for release in releases) == ("0.23", "1.8", "1.7")
+    releases = ("0.25.1", "1.16.0", "1.7.1", "1.9.2")
+    assert tuple(facts_for(Version(release)).since for release in releases) == ("0.23", "1.10", "1.7", "1.8")
