@@ -70,7 +70,9 @@ def record_observation(pytestconfig):
     observations = pytestconfig.stash.setdefault(OBSERVATIONS, {})
 
     def record(case_id: str, outcome) -> None:
-        observations[case_id] = {"error": outcome.error} if outcome.error else outcome.value
+        from .trl_oracle import observation_json
+
+        observations[case_id] = {"error": outcome.error} if outcome.error else observation_json(outcome.value)
 
     return record
 

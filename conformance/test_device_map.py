@@ -1,38 +1,67 @@
 """Level 2: `kbit_device_map` against TRL's `get_kbit_device_map` under simulated topologies.
 
-TRL 1.8 removed `get_kbit_device_map`; there the trainer's own decision
-(`create_model_from_path`) is observed instead, and its difference listed in divergences.toml.
+TRL 1.8 removed `get_kbit_device_map`. From there the contract is checked against what it did,
+recorded from TRL 1.7.1 (`contract_recording.py`; re-verified in the trl-1.7 environment), and
+the trainer's own decision (`create_model_from_path`) is observed too, its difference listed
+exactly in divergences.toml. An outcome is `{"device_map": value}`, so a difference is named by key.
 """
 
 import pytest
 
 from policyload import Topology, kbit_device_map
 
-from .agreement import Outcome, assert_agrees, observe
+from .agreement import Outcome, assert_agrees, observe, same
 from .cases import DEVICE_MAP_LEVEL, DEVICE_MAP_TOPOLOGIES, trainer_case_id
+from .contract_recording import RECORDED, RECORDED_TRL, recorded_here, trl_kbit_device_map
 from .trl_oracle import trainer_device_map
-from .trl_release import FACTS
-from .upstream_patches import simulated_topology
+from .trl_release import FACTS, TRL
+
+TOPOLOGY_IDS = {"ids": lambda topology: topology.token}
 
 
-def trl_kbit_device_map(topology: Topology):
-    from trl import get_kbit_device_map
-
-    with simulated_topology(topology, get_kbit_device_map):
-        return get_kbit_device_map()
+def as_outcome(device_map) -> Outcome:
+    return Outcome({"device_map": device_map})
 
 
 @pytest.mark.skipif(
     not FACTS.has_kbit_device_map, reason="requires trl<1.8: get_kbit_device_map was removed in trl 1.8"
 )
-@pytest.mark.parametrize("topology", DEVICE_MAP_TOPOLOGIES, ids=lambda topology: topology.token)
+@pytest.mark.parametrize("topology", DEVICE_MAP_TOPOLOGIES, **TOPOLOGY_IDS)
 def test_kbit_device_map_matches_trl(topology):
-    reference = Outcome(kbit_device_map(topology))
-    assert_agrees(DEVICE_MAP_LEVEL, topology.token, reference, observe(trl_kbit_device_map, topology))
+    trl = observe(lambda: {"device_map": trl_kbit_device_map(topology)})
+    assert_agrees(DEVICE_MAP_LEVEL, topology.token, as_outcome(kbit_device_map(topology)), trl)
 
 
 @pytest.mark.skipif(FACTS.has_kbit_device_map, reason="requires trl>=1.8: before it, get_kbit_device_map decides")
-@pytest.mark.parametrize("topology", DEVICE_MAP_TOPOLOGIES, ids=lambda topology: topology.token)
+@pytest.mark.parametrize("topology", DEVICE_MAP_TOPOLOGIES, **TOPOLOGY_IDS)
 def test_kbit_device_map_matches_trainer_decision(topology, tiny_checkpoints):
-    observed = observe(trainer_device_map, str(tiny_checkpoints["llama"]), topology)
-    assert_agrees(DEVICE_MAP_LEVEL, trainer_case_id(topology), Outcome(kbit_device_map(topology)), observed)
+    observed = observe(lambda: {"device_map": trainer_device_map(str(tiny_checkpoints["llama"]), topology)})
+    assert_agrees(DEVICE_MAP_LEVEL, trainer_case_id(topology), as_outcome(kbit_device_map(topology)), observed)
+
+
+@pytest.mark.parametrize("topology", DEVICE_MAP_TOPOLOGIES, **TOPOLOGY_IDS)
+def test_kbit_device_map_matches_recorded_contract(topology):
+    """On every release, TRL's newest included: the reference against what `get_kbit_device_map` did."""
+    reference, recorded = kbit_device_map(topology), RECORDED["get_kbit_device_map"][topology.token]
+    assert same(reference, recorded), (
+        f"device_map: reference {reference!r}, recorded from trl {RECORDED_TRL} {recorded!r} [{topology.token}]"
+    )
+
+
+@pytest.mark.skipif(not recorded_here(), reason=f"re-verified in the recorded release's own, trl {RECORDED_TRL}")
+@pytest.mark.parametrize("topology", DEVICE_MAP_TOPOLOGIES, **TOPOLOGY_IDS)
+def test_recording_of_get_kbit_device_map_is_current(topology):
+    observed, recorded = trl_kbit_device_map(topology), RECORDED["get_kbit_device_map"][topology.token]
+    assert same(observed, recorded), (
+        f"device_map: trl {TRL} {observed!r}, recorded {recorded!r} [{topology.token}]: the recording is stale; "
+        "re-record (python -m conformance.contract_recording --write)"
+    )
+
+
+def test_recording_covers_every_topology():
+    assert set(RECORDED["get_kbit_device_map"]) == {topology.token for topology in DEVICE_MAP_TOPOLOGIES}
+
+
+def test_a_rank_blind_device_map_fails_the_recorded_contract():
+    """The fault the recording exists for: `{"": 0}` on every CUDA process."""
+    assert not same({"": 0}, RECORDED["get_kbit_device_map"][Topology("cuda", 1).token])

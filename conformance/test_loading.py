@@ -1,11 +1,12 @@
 """Level 4: `load_policy` on every tiny checkpoint for every dtype x quantization case.
 
-Expectations come from the case and the checkpoint itself (its config.json and a meta-device
-copy of its architecture), never from the loaded model.
+Expectations come from the case and the checkpoint itself (its config.json), and the layers that
+must be quantized are pinned by hand per architecture, never taken from the loaded model nor from
+transformers' own rule (`get_keys_to_not_convert`), which the load applies: a change of that rule
+then shows up here as a failure to look at, not as silent agreement.
 """
 
 import json
-from functools import cache
 from importlib.metadata import version
 
 import bitsandbytes as bnb
@@ -17,7 +18,6 @@ from packaging.version import Version
 from fixtures.checkpoints import TINY_ARCHITECTURES
 from policyload import LoadSpec, load_policy
 from policyload.cases import ConfigCase
-from policyload.memory_model import meta_model, quantized_linears
 
 from .cases import loading_cases
 
@@ -40,11 +40,39 @@ def expected_dtype(case: ConfigCase, path) -> torch.dtype:
     return getattr(torch, case.dtype)
 
 
-@cache
-def linear_layer_names(path) -> frozenset:
-    """Names of the layers bitsandbytes replaces, from a meta-device copy of the architecture and
-    transformers' own rule for what stays unquantized (`policyload.memory_model.quantized_linears`)."""
-    return frozenset(quantized_linears(meta_model(transformers.AutoConfig.from_pretrained(path))))
+def decoder_layers(prefix: str, names: tuple[str, ...], layers: int = 2) -> frozenset:
+    return frozenset(f"{prefix}.{layer}.{name}" for layer in range(layers) for name in names)
+
+
+#: The layers bitsandbytes must replace in the tiny checkpoints (fixtures/checkpoints.py: 2 decoder
+#: layers each), written from the architectures: every linear projection of attention and MLP
+#: (GPT-2's are transformers' `Conv1D`); embeddings, norms and the output head stay as they are.
+QUANTIZED_LAYERS = {
+    "llama": decoder_layers(
+        "model.layers",
+        ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+        + ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+    ),
+    "qwen2": decoder_layers(
+        "model.layers",
+        ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+        + ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+    ),
+    "gpt2": decoder_layers("transformer.h", ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")),
+}
+#: The linear layers that must stay unquantized: the output head (transformers keeps it in full
+#: precision so the logits are).
+UNQUANTIZED_LINEARS = {"llama": {"lm_head"}, "qwen2": {"lm_head"}, "gpt2": {"lm_head"}}
+
+
+def test_pinned_layers_are_every_projection_of_the_architecture():
+    """The pins count what the architectures have: 7 projections per Llama/Qwen2 layer, 4 per GPT-2 layer."""
+    assert {architecture: len(names) for architecture, names in QUANTIZED_LAYERS.items()} == {
+        "llama": 2 * 7,
+        "qwen2": 2 * 7,
+        "gpt2": 2 * 4,
+    }
+    assert set(QUANTIZED_LAYERS) == set(UNQUANTIZED_LINEARS) == set(TINY_ARCHITECTURES)
 
 
 @pytest.mark.parametrize("architecture, case", loading_cases())
@@ -63,8 +91,9 @@ def test_load_policy(architecture, case, tiny_checkpoints):
     if case.quantization == "none":
         assert quantized == set()
     else:
-        assert quantized == linear_layer_names(path)
+        assert quantized == QUANTIZED_LAYERS[architecture]
         assert {type(model.get_submodule(name)) for name in quantized} == {QUANTIZED_CLASS[case.quantization]}
+    assert {type(model.get_submodule(name)) for name in UNQUANTIZED_LINEARS[architecture]} == {torch.nn.Linear}
     if case.quantization == "4bit":
         layer = model.get_submodule(sorted(quantized)[0])
         state = layer.weight.quant_state

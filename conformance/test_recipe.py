@@ -7,13 +7,18 @@ TRL's `scripts/dpo.py main()` runs for real, on a real `ModelConfig` and `DPOCon
 `from_pretrained` intercepted at its first call (so no weights are read and nothing trains).
 """
 
+import inspect
+
 import pytest
+import transformers
 
 from policyload import LoadSpec, Topology, build_model_kwargs
 
-from .agreement import assert_agrees, observe
+from .agreement import assert_agrees, observe, same
 from .cases import FIELD_CASES, RECIPE_LEVEL, TRUST_REMOTE_CODE_CASE, fields_id, recipe_case_id, recipe_cases
+from .contract_recording import RECORDED, RECORDED_TRL, kbit_recipe_cases, recipe_device_map, recorded_here
 from .trl_oracle import comparable_kwargs, model_config, recipe_kwargs, reference_spec
+from .trl_release import TRL
 
 
 def reference(path: str, fields: dict, topology: Topology) -> dict:
@@ -26,7 +31,46 @@ def test_recipe_kwargs_match_trl(case, topology, tiny_checkpoints, preference_da
     case_id = recipe_case_id(case, topology)
     trl = observe(recipe_kwargs, path, case.model_config_fields(), preference_data, tmp_path, topology)
     record_observation(case_id, trl)
+    if recorded_here() and case_id in RECORDED["recipe_device_map"]:
+        observed, recorded = recipe_device_map(trl.value), RECORDED["recipe_device_map"][case_id]
+        assert same(observed, recorded), (
+            f"device_map: trl {TRL} {observed!r}, recorded {recorded!r} [{case_id}]: the recording is stale; "
+            "re-record (python -m conformance.contract_recording --write)"
+        )
     assert_agrees(RECIPE_LEVEL, case_id, observe(reference, path, case.model_config_fields(), topology), trl)
+
+
+@pytest.mark.parametrize("case, topology", kbit_recipe_cases())
+def test_recipe_device_map_matches_recorded_contract(case, topology, tiny_checkpoints):
+    """On every release, TRL's newest included: the reference's k-bit device_map against what TRL's
+    recipe passed while `get_kbit_device_map` decided it (recorded from TRL 1.7.1)."""
+    case_id = recipe_case_id(case, topology)
+    keywords = reference(str(tiny_checkpoints["llama"]), case.model_config_fields(), topology)
+    observed, recorded = recipe_device_map(keywords), RECORDED["recipe_device_map"][case_id]
+    assert same(observed, recorded), (
+        f"device_map: reference {observed!r}, recorded from trl {RECORDED_TRL} {recorded!r} [{case_id}]"
+    )
+
+
+def test_recording_covers_every_kbit_recipe_case():
+    assert set(RECORDED["recipe_device_map"]) == {recipe_case_id(*param.values) for param in kbit_recipe_cases()}
+
+
+def test_device_map_none_is_the_keyword_left_out():
+    """Why `comparable_kwargs` may drop `device_map=None`: `from_pretrained` reads it as
+    `kwargs.pop("device_map", None)`, the auto classes never touch it, and a config does not take
+    it (AutoConfig hands it back unused). `quantization_config=None` is not dropped: a config
+    takes it, replacing a pre-quantized checkpoint's own."""
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    assert 'kwargs.pop("device_map", None)' in inspect.getsource(transformers.PreTrainedModel.from_pretrained)
+    assert "device_map" not in inspect.getsource(_BaseAutoModelClass.from_pretrained)
+    config = transformers.LlamaConfig()
+    config.quantization_config = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    unused = config.__class__.from_dict(
+        config.to_dict(), return_unused_kwargs=True, device_map=None, quantization_config=None
+    )[1]
+    assert unused == {"device_map": None}
 
 
 @pytest.mark.parametrize("fields", FIELD_CASES, ids=fields_id)

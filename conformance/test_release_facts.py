@@ -6,6 +6,7 @@ import inspect
 import trl
 
 from .trl_release import FACTS, TRL
+from .upstream_patches import trl_device_decider
 
 
 def observed_facts():
@@ -25,6 +26,7 @@ def observed_facts():
         has_kbit_device_map=hasattr(trl, "get_kbit_device_map"),
         recipe="trainer" if "model_init_kwargs" in recipe_source else "direct",
         main_takes_dataset_args="dataset_args" in inspect.signature(dpo.main).parameters,
+        decider_reads_partial_state="PartialState" in inspect.getsource(trl_device_decider()),
     )
 
 

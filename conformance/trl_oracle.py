@@ -10,6 +10,7 @@ import transformers
 
 from policyload import Topology
 
+from .agreement import Config
 from .trl_release import FACTS
 from .upstream_patches import from_pretrained_replaced, simulated_topology, trl_device_decider
 
@@ -29,22 +30,34 @@ def model_config(path: str, **fields):
 
 
 def comparable_kwargs(kwargs: dict) -> dict:
-    """`from_pretrained` keywords as a comparable dict.
+    """`from_pretrained` keywords as a comparable dict, keeping every distinction the call makes.
 
-    A keyword passed as None is the same call as the keyword left out (None is
-    `from_pretrained`'s default for `device_map` and `quantization_config`), so None values of
-    those two are dropped; a `BitsAndBytesConfig` becomes its `to_dict()`; a dtype its name.
+    Dropped is only what is provably the same call: `device_map=None` is the keyword left out
+    (`PreTrainedModel.from_pretrained` reads it as `kwargs.pop("device_map", None)` and the auto
+    classes pass it through untouched; `test_recipe.py` checks both in the installed transformers).
+    `quantization_config=None` is kept: the auto class hands a None on to the checkpoint's config,
+    where it would replace a pre-quantized checkpoint's own. A `BitsAndBytesConfig` becomes a
+    `Config` (its `to_dict()`, which is lossless: its constructor turns every dtype it is given
+    into a `torch.dtype`, and keeps the class); a `torch.dtype` stays a `torch.dtype`, so that
+    `dtype="bfloat16"` does not pass for `dtype=torch.bfloat16`.
     """
     comparable = {}
     for key, value in kwargs.items():
-        if key in ("device_map", "quantization_config") and value is None:
+        if key == "device_map" and value is None:
             continue
         if isinstance(value, transformers.BitsAndBytesConfig):
-            value = value.to_dict()
-        if isinstance(value, torch.dtype):
-            value = str(value).removeprefix("torch.")
+            value = Config(type(value).__name__, value.to_dict())
         comparable[key] = value
     return comparable
+
+
+def observation_json(value):
+    """A comparable value as the drift report's observation files spell it (a dtype by its name)."""
+    if isinstance(value, dict):
+        return {key: observation_json(item) for key, item in value.items()}
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    return value
 
 
 def quantization_config_dict(config) -> dict | None:

@@ -33,6 +33,9 @@ class ReleaseFacts:
     recipe: str
     #: `main()`'s parameters: "dataset_args" from 0.20 (DatasetMixtureConfig) onwards.
     main_takes_dataset_args: bool = True
+    #: Whether TRL's device decider reads accelerate's `PartialState` (`get_kbit_device_map` does;
+    #: 1.8-1.9's `create_model_from_path` passes "auto" without asking; 1.10 asks for the device type).
+    decider_reads_partial_state: bool = True
 
 
 _ROWS = [
@@ -42,7 +45,8 @@ _ROWS = [
     ReleaseFacts("0.27", "dtype", "float32", False, "ModelConfig", True, "direct"),
     ReleaseFacts("1.5", "dtype", "float32", False, "ModelConfig", True, "trainer"),
     ReleaseFacts("1.7", "dtype", "float32", False, "DPOConfig", True, "trainer"),
-    ReleaseFacts("1.8", "dtype", "float32", False, "DPOConfig", False, "trainer"),
+    ReleaseFacts("1.8", "dtype", "float32", False, "DPOConfig", False, "trainer", decider_reads_partial_state=False),
+    ReleaseFacts("1.10", "dtype", "float32", False, "DPOConfig", False, "trainer"),
 ]
 
 

@@ -233,9 +233,10 @@ def private_names() -> list[tuple[object, str, str]]:
         (transformers.PreTrainedModel, "_load_pretrained_model", _sentence(stop_at_weight_loading)),
         (auto_factory, "_BaseAutoModelClass", _sentence(from_pretrained_replaced)),
         (PartialState, "_shared_state", _sentence(trainer_sees_distributed_type)),
-        (decider_module, "PartialState", _sentence(trl_partial_state)),
         *[(module, "is_torch_xpu_available", _sentence(bnb_quantizers_see_xpu)) for module in _bnb_quantizer_modules()],
     ]
+    if FACTS.decider_reads_partial_state:  # 1.8-1.9's `create_model_from_path` never asks
+        names.append((decider_module, "PartialState", _sentence(trl_partial_state)))
     if FACTS.has_kbit_device_map:  # from 1.8, `create_model_from_path` decides and its module has no such name
         names.append((decider_module, "is_torch_xpu_available", _sentence(trl_xpu_available)))
     return names
