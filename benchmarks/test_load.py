@@ -20,9 +20,21 @@ from policyload.memory_model import (
     DEVICE_HEADROOM_BYTES,
     HOST_HEADROOM_BYTES,
     fit_problem,
-    measured_model_bytes,
+    layout_tensor_bytes,
     predict,
 )
+
+MIB = 1024**2
+#: Below this checkpoint size a host-memory figure is not a reading of the model: pages are 4 KiB,
+#: the heap reuses and retains memory, libraries page in lazily (10-40 MiB of noise per process on
+#: the 2-core machine), so the model's bytes would be a small share of what moved.
+MEASURABLE_MIN_BYTES = 64 * MIB
+HOST_MEASUREMENT = (
+    "host /proc, fresh process, baseline subtracted, after a forward pass and a read of every page: "
+    "RssAnon after gc + malloc_trim, plus file-backed pages present under live tensors (pagemap); "
+    "peak: VmHWM above the baseline RSS"
+)
+DEVICE_MEASUREMENT = "cuda allocator: allocated bytes of this load (resident after it, peak during it)"
 
 
 def checkpoint_folder(checkpoint) -> Path:
@@ -53,14 +65,15 @@ def checkpoint_folder(checkpoint) -> Path:
 
 
 def skip_unless_fits(prediction, on_device: str | None) -> None:
+    """Skip when the predicted peak (loads die at the peak, not at the resident size) does not fit."""
     if on_device:
         import torch
 
         free, _ = torch.cuda.mem_get_info(on_device)
-        reason = fit_problem(f"free memory on {on_device}", prediction.total_bytes + DEVICE_HEADROOM_BYTES, free)
+        reason = fit_problem(f"free memory on {on_device}", prediction.device_peak_bytes + DEVICE_HEADROOM_BYTES, free)
     else:
         available = psutil.virtual_memory().available
-        reason = fit_problem("available host memory", prediction.total_bytes + HOST_HEADROOM_BYTES, available)
+        reason = fit_problem("available host memory", prediction.peak_bytes + HOST_HEADROOM_BYTES, available)
     if reason:
         pytest.skip(reason)
 
@@ -75,7 +88,7 @@ def round_trackers(stack: ExitStack, device: str | None, device_index: int) -> l
 
 def benchmark_loads(benchmark, spec, topology: Topology, device: str | None, rounds: tuple[int, int]):
     """Time `load_policy(spec)` with pytest-benchmark, each round's model freed before the next
-    round: (the trackers' read-outs of the measured rounds, tensor bytes of the model loaded).
+    round: (the trackers' read-outs of the measured rounds, the loaded model's tensor bytes: a layout check).
 
     On a device the timed call includes moving a not-quantized model there (see `test_load`)."""
     rounds_, warmup_rounds = rounds
@@ -96,11 +109,11 @@ def benchmark_loads(benchmark, spec, topology: Topology, device: str | None, rou
 
     try:
         benchmark.pedantic(load_once, setup=free_previous_model, rounds=rounds_, warmup_rounds=warmup_rounds)
-        measured_bytes = measured_model_bytes(held["model"])
+        layout_bytes = layout_tensor_bytes(held["model"])
     finally:
         held.clear()
         release_memory()
-    return samples[-rounds_:], measured_bytes
+    return samples[-rounds_:], layout_bytes
 
 
 def case_columns(case, device: str | None, rounds: tuple[int, int]) -> dict:
@@ -142,16 +155,48 @@ def tracker_columns(last: dict) -> dict:
     return {key: value for key, value in last.items() if key != "latency_s"}
 
 
-def prediction_columns(prediction, last: dict, measured_bytes: int, device: str | None) -> dict:
-    """The memory model's prediction against the measurement: the allocator's resident bytes on a
-    device, else the tensor bytes of the loaded model."""
-    ratio_bytes = last["cuda_resident_allocated_bytes"] if device else measured_bytes
+def _ratio(numerator, denominator):
+    return None if numerator is None or not denominator else numerator / denominator
+
+
+def prediction_columns(prediction, last: dict, cold: dict, layout_bytes: int, device: str | None) -> dict:
+    """The memory model against a measurement read from the machine: the CUDA allocator on a device;
+    on CPU the fresh process's /proc figures (private + file-backed pages live tensors use, and the
+    peak), or "n/a" below `MEASURABLE_MIN_BYTES`. The tensor sum is a layout check, apart."""
+    if device:
+        measured, peak = last["cuda_resident_allocated_bytes"], last["cuda_peak_allocated_bytes"]
+        predicted_peak, source, split = prediction.device_peak_bytes, DEVICE_MEASUREMENT, {}
+    else:
+        predicted_peak = prediction.peak_bytes
+        if prediction.checkpoint_bytes < MEASURABLE_MIN_BYTES:
+            measured = peak = None
+            source = (
+                f"n/a: checkpoint below measurable size ({prediction.checkpoint_bytes / 1024:.0f} KiB; "
+                f"host figures are read from {MEASURABLE_MIN_BYTES // MIB} MiB up)"
+            )
+            split = {}
+        else:
+            anon, file = cold["host_anon_bytes"], cold["host_file_referenced_bytes"]
+            measured, peak, source = anon + file, cold["host_peak_bytes"], HOST_MEASUREMENT
+            split = {"memory_measured_anon_bytes": anon, "memory_measured_file_bytes": file}
+        split.update(
+            memory_predicted_anon_bytes=prediction.anon_bytes,
+            memory_predicted_file_bytes=prediction.file_backed_bytes,
+        )
     return {
         "predicted_bytes": prediction.total_bytes,
         "prediction": prediction.to_dict(),
-        "measured_bytes": ratio_bytes,
-        "measured_tensor_bytes": measured_bytes,
-        "measured_over_predicted": ratio_bytes / prediction.total_bytes,
+        "memory_measured_bytes": measured,
+        "memory_measured_source": source,
+        "memory_predicted_bytes": prediction.total_bytes,
+        "memory_peak_measured_bytes": peak,
+        "memory_peak_predicted_bytes": predicted_peak,
+        **split,
+        "measured_over_predicted": _ratio(measured, prediction.total_bytes),
+        "peak_measured_over_predicted": _ratio(peak, predicted_peak),
+        # A layout check, not a measurement: the loaded model's own tensors against the prediction.
+        "layout_tensor_bytes": layout_bytes,
+        "layout_tensor_over_predicted": _ratio(layout_bytes, prediction.total_bytes),
     }
 
 
@@ -184,7 +229,7 @@ def test_load(benchmark, case, rounds, fresh_process_server, read_bandwidth, hos
     from transformers import AutoConfig
 
     folder = checkpoint_folder(case.checkpoint)
-    prediction = predict(spec, AutoConfig.from_pretrained(folder))
+    prediction = predict(spec, AutoConfig.from_pretrained(folder), checkpoint=folder)
     topology = Topology.detect()
     # load_policy places only quantized models on the accelerator (TRL's kbit device map); the
     # others load on the host, as in the DPO recipe, and the trainer then moves them to the
@@ -194,7 +239,7 @@ def test_load(benchmark, case, rounds, fresh_process_server, read_bandwidth, hos
 
     bandwidth = read_bandwidth(folder)
     cold = fresh_process_server.measure(dataclasses.asdict(spec))
-    samples, measured_bytes = benchmark_loads(benchmark, spec, topology, device, rounds)
+    samples, layout_bytes = benchmark_loads(benchmark, spec, topology, device, rounds)
 
     last = samples[-1]
     latency = latency_columns(samples)
@@ -204,7 +249,7 @@ def test_load(benchmark, case, rounds, fresh_process_server, read_bandwidth, hos
             **latency,
             **memory_columns(last, cold, device),
             **tracker_columns(last),
-            **prediction_columns(prediction, last, measured_bytes, device),
+            **prediction_columns(prediction, last, cold, layout_bytes, device),
             **cold_columns(cold),
             **bandwidth_columns(bandwidth, host_to_device, device, latency["median_latency_s"]),
         }
