@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from policyload import Topology, load_policy
+from policyload.estimators import accelerate_fp32_total, estimates
 from policyload.load import release_memory
 from policyload.measure import CudaAllocatorTracker, LatencyTracker, NvmlTracker
 from policyload.memory_model import (
@@ -200,6 +201,24 @@ def prediction_columns(prediction, last: dict, cold: dict, layout_bytes: int, de
     }
 
 
+_ACCELERATE_FP32: dict[str, int] = {}
+
+
+def estimate_columns(spec, config, folder: Path, cold: dict, prediction, measured: int | None) -> dict:
+    """Every estimator a user would reach for (policyload.estimators), and each one's error
+    against the measured resident figure (None where that is not measurable)."""
+    key = str(folder)
+    if key not in _ACCELERATE_FP32:
+        _ACCELERATE_FP32[key] = accelerate_fp32_total(config)
+    values = estimates(
+        spec, config, folder, cold.get("get_memory_footprint_bytes"), prediction.total_bytes, _ACCELERATE_FP32[key]
+    )
+    errors = {
+        name: None if value is None or not measured else value / measured - 1 for name, value in values.items()
+    }
+    return {"memory_estimates": values, "memory_estimate_errors": errors}
+
+
 def cold_columns(cold: dict) -> dict:
     """The fresh process's numbers, each under a `cold_` name."""
     return {key if key.startswith("cold_") else f"cold_{key}": value for key, value in cold.items()}
@@ -229,7 +248,8 @@ def test_load(benchmark, case, rounds, fresh_process_server, read_bandwidth, hos
     from transformers import AutoConfig
 
     folder = checkpoint_folder(case.checkpoint)
-    prediction = predict(spec, AutoConfig.from_pretrained(folder), checkpoint=folder)
+    config = AutoConfig.from_pretrained(folder)
+    prediction = predict(spec, config, checkpoint=folder)
     topology = Topology.detect()
     # load_policy places only quantized models on the accelerator (TRL's kbit device map); the
     # others load on the host, as in the DPO recipe, and the trainer then moves them to the
@@ -243,13 +263,15 @@ def test_load(benchmark, case, rounds, fresh_process_server, read_bandwidth, hos
 
     last = samples[-1]
     latency = latency_columns(samples)
+    memory = prediction_columns(prediction, last, cold, layout_bytes, device)
     benchmark.extra_info.update(
         {
             **case_columns(case, device, rounds),
             **latency,
             **memory_columns(last, cold, device),
             **tracker_columns(last),
-            **prediction_columns(prediction, last, cold, layout_bytes, device),
+            **memory,
+            **estimate_columns(spec, config, folder, cold, prediction, memory["memory_measured_bytes"]),
             **cold_columns(cold),
             **bandwidth_columns(bandwidth, host_to_device, device, latency["median_latency_s"]),
         }

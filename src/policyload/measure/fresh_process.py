@@ -133,6 +133,8 @@ def measure_in_this_process(spec_fields: dict) -> dict:
         "cold_meaning": COLD_MEANING if evicted else COLD_MEANING_NOT_EVICTED,
         "cold_page_cache_evicted": evicted,
         **rss.readout(),
+        # An estimator held against the measurement (policyload.estimators), not a measurement.
+        "get_memory_footprint_bytes": int(model.get_memory_footprint()),
     }
     storages = host_memory.use_model(model)
     result.update(host_memory.host_memory_after_load(baseline, storages))

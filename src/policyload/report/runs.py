@@ -30,6 +30,13 @@ class Row:
     predicted_bytes: int | None
     measured_over_predicted: float | None
     bandwidth_fraction: float | None
+    # Memory read from the machine against the memory model (benchmarks/test_load.py, item "memory_*"):
+    # None where not measurable (tiny checkpoints on CPU) or in runs recorded before these keys.
+    memory_measured_bytes: int | None = None
+    memory_predicted_bytes: int | None = None
+    memory_peak_measured_bytes: int | None = None
+    memory_peak_predicted_bytes: int | None = None
+    memory_estimates: dict | None = None
 
     @property
     def key(self) -> str:
@@ -42,6 +49,9 @@ class Run:
     device: str
     machine: dict
     rows: list[Row]
+    #: Every case's outcome ({"case_id", "checkpoint", "dtype", "quantization", "outcome", "reason"?}):
+    #: measured, skipped, failed or oom; pytest-benchmark's own list has the measured ones only.
+    outcomes: tuple = ()
 
 
 def load_run(path) -> Run:
@@ -74,15 +84,25 @@ def load_run(path) -> Run:
                     peak_bytes=extra.get("peak_bytes"),
                     resident_bytes=extra.get("resident_bytes"),
                     predicted_bytes=extra.get("predicted_bytes"),
-                    measured_over_predicted=extra.get("measured_over_predicted"),
+                    # Only a ratio of a figure read from the machine: runs recorded before
+                    # "memory_measured_source" existed held a tensor-sum ratio under this name.
+                    measured_over_predicted=(
+                        extra.get("measured_over_predicted") if "memory_measured_source" in extra else None
+                    ),
                     bandwidth_fraction=extra.get("bandwidth_fraction"),
+                    memory_measured_bytes=extra.get("memory_measured_bytes"),
+                    memory_predicted_bytes=extra.get("memory_predicted_bytes"),
+                    memory_peak_measured_bytes=extra.get("memory_peak_measured_bytes"),
+                    memory_peak_predicted_bytes=extra.get("memory_peak_predicted_bytes"),
+                    memory_estimates=extra.get("memory_estimates"),
                 )
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ReportError(f"{path}: benchmark #{index} has no usable stats.median ({error!r})") from None
     # No `policyload` machine info (a JSON not written through benchmarks/conftest.py): pytest-benchmark's CPU name.
     device = machine.get("device") or document.get("machine_info", {}).get("cpu", {}).get("brand_raw", "unknown")
-    return Run(path, device, machine, rows)
+    outcomes = document.get("policyload_outcomes")
+    return Run(path, device, machine, rows, tuple(outcomes) if isinstance(outcomes, list) else ())
 
 
 def device_folder_name(device: str) -> str:
