@@ -147,8 +147,9 @@ def host_to_device(pytestconfig) -> dict:
 
 @pytest.fixture(scope="session")
 def read_bandwidth():
-    """checkpoint folder -> its read bandwidth, measured once per session."""
-    from policyload.measure import file_read_bandwidth
+    """checkpoint folder -> its read bandwidths (mmap + touch: the load's path; safetensors' load_file:
+    a ceiling; readinto: reference), measured once per session."""
+    from policyload.measure import file_read_bandwidth, mmap_touch_bandwidth, safetensors_load_bandwidth
 
     measured: dict[str, dict] = {}
 
@@ -156,7 +157,9 @@ def read_bandwidth():
         key = str(folder)
         if key not in measured:
             files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-            measured[key] = file_read_bandwidth(files)
+            measured[key] = {
+                **file_read_bandwidth(files), **mmap_touch_bandwidth(files), **safetensors_load_bandwidth(files),
+            }
         return measured[key]
 
     return measure

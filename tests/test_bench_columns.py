@@ -3,7 +3,12 @@ ratio of the model's own tensors to the prediction."""
 
 from __future__ import annotations
 
-from benchmarks.test_load import MEASURABLE_MIN_BYTES, prediction_columns
+import pytest
+
+from benchmarks.test_load import MEASURABLE_MIN_BYTES, bandwidth_columns, prediction_columns
+from fixtures.checkpoints import tiny_checkpoint
+from policyload import LoadSpec
+from policyload.measure import mmap_touch_bandwidth, safetensors_load_bandwidth, serial_limit
 from policyload.memory_model import Prediction
 
 MIB = 1024**2
@@ -56,3 +61,45 @@ def test_gpu_figure_is_the_allocators():
     assert columns["memory_measured_bytes"] == 902 * MIB
     assert columns["memory_peak_predicted_bytes"] == 901 * MIB  # device peak: result, no transient
     assert columns["memory_measured_source"].startswith("cuda allocator")
+
+
+def bandwidth(checkpoint_bytes):
+    return {"checkpoint_bytes": checkpoint_bytes, "mmap_touch_bytes_per_s": 10e9, "page_cache_read_bytes_per_s": 20e9}
+
+
+def test_serial_bound_on_a_gpu_not_the_lower_stage():
+    spec = LoadSpec("unused", dtype="bfloat16")
+
+    columns = bandwidth_columns(bandwidth(1000 * MIB), {"h2d_pageable_bytes_per_s": 40e9}, "cuda:0", 0.5, spec)
+
+    assert serial_limit(10e9, 40e9) == pytest.approx(8e9)  # 1 / (1/10 + 1/40) GB/s, not min = 10
+    assert columns["bandwidth_limit_bytes_per_s"] == pytest.approx(8e9)
+    assert columns["bandwidth_fraction"] == pytest.approx(1000 * MIB / 0.5 / 8e9)
+    assert columns["bandwidth_limit_source"].startswith("serial")
+
+
+def test_cpu_limit_is_the_mmap_path():
+    columns = bandwidth_columns(bandwidth(1000 * MIB), {}, None, 0.5, LoadSpec("unused", dtype="bfloat16"))
+
+    assert columns["bandwidth_limit_bytes_per_s"] == 10e9
+    assert columns["bandwidth_fraction"] == pytest.approx(1000 * MIB / 0.5 / 10e9)
+
+
+@pytest.mark.parametrize(
+    ("checkpoint_bytes", "quantization", "reason"),
+    [(300 * 1024, {}, "n/a: checkpoint below 64 MiB"), (1000 * MIB, {"load_in_8bit": True}, "n/a: quantizing")],
+)
+def test_fraction_is_na_where_it_means_nothing(checkpoint_bytes, quantization, reason):
+    spec = LoadSpec("unused", dtype="bfloat16", **quantization)
+
+    columns = bandwidth_columns(bandwidth(checkpoint_bytes), {}, None, 0.5, spec)
+
+    assert columns["bandwidth_fraction"] is None
+    assert columns["bandwidth_fraction_note"].startswith(reason)
+
+
+def test_mmap_touch_and_load_file_bandwidths_are_measured():
+    files = sorted(tiny_checkpoint("llama").glob("*.safetensors"))
+
+    assert mmap_touch_bandwidth(files, min_bytes=4 * MIB)["mmap_touch_bytes_per_s"] > 0
+    assert safetensors_load_bandwidth(files)["safetensors_load_file_bytes_per_s"] > 0
