@@ -96,3 +96,26 @@ def test_check_memory_fails_beyond_tolerance_and_on_a_failed_case(tmp_path, caps
 
 def test_check_memory_refuses_a_run_where_nothing_was_measured(tmp_path):
     assert check_memory.main([str(with_outcomes(tmp_path, []))]) == 2
+
+
+def test_the_benchmark_json_records_every_case_outcome(tmp_path):
+    import subprocess
+    import sys
+
+    output = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", str(Path(__file__).parents[1] / "benchmarks"), "-q", "-p", "no:cacheprovider",
+         "--quick", "-k", "gpt2-bf16-none or qwen2-0.5b-bf16-none", "--benchmark-json", str(output)],
+        capture_output=True, text=True,
+    )
+
+    assert result.returncode == 0, result.stdout[-2000:]
+    document = json.loads(output.read_text())
+    outcomes = {o["case_id"]: o for o in document["policyload_outcomes"]}
+    assert outcomes["gpt2-bf16-none"]["outcome"] == "measured"
+    assert outcomes["qwen2-0.5b-bf16-none"] == {
+        "case_id": "qwen2-0.5b-bf16-none", "checkpoint": "qwen2-0.5b", "checkpoint_kind": "realsize",
+        "dtype": "bfloat16", "quantization": "none", "outcome": "skipped",
+        "reason": "real-size case: run with --realsize",
+    }
+    assert [b["name"] for b in document["benchmarks"]] == ["test_load[gpt2-bf16-none]"]
