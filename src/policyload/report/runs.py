@@ -89,7 +89,11 @@ def load_run(path) -> Run:
                     measured_over_predicted=(
                         extra.get("measured_over_predicted") if "memory_measured_source" in extra else None
                     ),
-                    bandwidth_fraction=extra.get("bandwidth_fraction"),
+                    # Likewise: before "bandwidth_fraction_note", the fraction was of a readinto loop,
+                    # not of the path the load takes, and was given for tiny and quantized loads too.
+                    bandwidth_fraction=(
+                        extra.get("bandwidth_fraction") if "bandwidth_fraction_note" in extra else None
+                    ),
                     memory_measured_bytes=extra.get("memory_measured_bytes"),
                     memory_predicted_bytes=extra.get("memory_predicted_bytes"),
                     memory_peak_measured_bytes=extra.get("memory_peak_measured_bytes"),
