@@ -122,7 +122,8 @@ def markdown_table(run: Run) -> str:
 
 
 def write_chart(run: Run, path) -> Path:
-    """Median latency against peak memory, one mark per case (colour: quantization, shape: checkpoint)."""
+    """Median latency against peak memory, one mark per case (colour: quantization, shape: checkpoint);
+    below it, where memory was measured, each estimator's percent off the measured resident memory."""
     import matplotlib
 
     matplotlib.use("Agg")  # a file, never a window: this runs on CI runners without a display
@@ -140,7 +141,7 @@ def write_chart(run: Run, path) -> Path:
         figure, axes = plt.subplots(figsize=(8, 5.5))
     for row in run.rows:
         axes.scatter(
-            (row.peak_bytes or 0) / 1024**2, row.median_latency_s * 1000,
+            (row.memory_peak_measured_bytes or row.peak_bytes or 0) / 1024**2, row.median_latency_s * 1000,
             color=colours(quantizations.index(row.quantization) % 10),
             marker=markers[checkpoints.index(row.checkpoint) % len(markers)], alpha=0.8,
         )
@@ -149,7 +150,7 @@ def write_chart(run: Run, path) -> Path:
         axes.scatter([], [], color=colours(index % 10), marker="o", label=quantization)
     for index, checkpoint in enumerate(checkpoints):
         axes.scatter([], [], color="grey", marker=markers[index % len(markers)], label=checkpoint)
-    axes.set_xlabel("peak memory of the load (MiB)")
+    axes.set_xlabel("peak memory of the load (MiB): the measured peak where measurable, else peak RSS growth")
     axes.set_ylabel("median load latency (ms)")
     axes.set_title(f"load_policy: latency vs memory ({run.device})", fontsize=10)
     axes.legend(fontsize=8, loc="best")
