@@ -1,6 +1,9 @@
-"""One benchmark per case: `load_policy(case.spec)`, timed by pytest-benchmark, with the
-trackers' read-outs, the memory model's prediction, the cold start in a fresh process and the
-physical bandwidth limit in `extra_info`."""
+"""One benchmark per case: `load_policy(case.spec)`, timed by pytest-benchmark, with in
+`extra_info` the trackers' read-outs, memory read from the machine (the CUDA allocator; on CPU the
+fresh process's /proc figures) against the memory model's resident and peak prediction, every
+other estimator (policyload.estimators) against the same figure, the cold start (page cache
+evicted) and the bandwidth limit of the load's own path. Every case's outcome, failures
+included, is recorded by the conftest (`policyload_outcomes`)."""
 
 from __future__ import annotations
 
