@@ -21,6 +21,9 @@ from fixtures.realsize import REALSIZE_ARCHITECTURES, realsize_path
 ROUNDS, WARMUP_ROUNDS = 5, 1
 # Numbers measured once per session (cold import time, host-to-device bandwidth), for machine_info.
 SESSION_INFO = pytest.StashKey[dict]()
+# Every case's outcome (measured, skipped with reason, failed, oom), for the JSON: pytest-benchmark
+# leaves the benchmarks of failed and skipped cases out of its "benchmarks" list.
+OUTCOMES = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser):
@@ -144,8 +147,9 @@ def host_to_device(pytestconfig) -> dict:
 
 @pytest.fixture(scope="session")
 def read_bandwidth():
-    """checkpoint folder -> its read bandwidth, measured once per session."""
-    from policyload.measure import file_read_bandwidth
+    """checkpoint folder -> its read bandwidths (mmap + touch: the load's path; safetensors' load_file:
+    a ceiling; readinto: reference), measured once per session."""
+    from policyload.measure import file_read_bandwidth, mmap_touch_bandwidth, safetensors_load_bandwidth
 
     measured: dict[str, dict] = {}
 
@@ -153,7 +157,46 @@ def read_bandwidth():
         key = str(folder)
         if key not in measured:
             files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
-            measured[key] = file_read_bandwidth(files)
+            measured[key] = {
+                **file_read_bandwidth(files), **mmap_touch_bandwidth(files), **safetensors_load_bandwidth(files),
+            }
         return measured[key]
 
     return measure
+
+
+def error_outcome(excinfo) -> dict:
+    """A failed case's outcome: "oom" when the load ran out of memory (MemoryError, torch's
+    OutOfMemoryError, a fresh process killed by SIGKILL), else "failed"; the error's type and first line."""
+    error = excinfo.value
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    oom = (
+        isinstance(error, MemoryError)
+        or type(error).__name__ == "OutOfMemoryError"
+        or "out of memory" in first_line.lower()
+        or "child died (signal 9" in first_line
+    )
+    return {"outcome": "oom" if oom else "failed", "error_type": type(error).__name__, "reason": first_line}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+    if case is None:
+        return
+    record = item.config.stash.setdefault(OUTCOMES, {})
+    base = {"case_id": case.id, "checkpoint": case.checkpoint.token, "checkpoint_kind": case.checkpoint.kind,
+            "dtype": case.spec.dtype, "quantization": case.quantization}
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        record[case.id] = {**base, "outcome": "skipped", "reason": reason.removeprefix("Skipped: ")}
+    elif report.failed and call.excinfo is not None:
+        record[case.id] = {**base, **error_outcome(call.excinfo), "phase": report.when}
+    elif report.when == "call" and report.passed:
+        record[case.id] = {**base, "outcome": "measured"}
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Every case's outcome in the JSON (`policyload_outcomes`), the failed and skipped ones included."""
+    output_json["policyload_outcomes"] = sorted(config.stash.get(OUTCOMES, {}).values(), key=lambda o: o["case_id"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
+import mmap
 import os
 import sys
 import time
@@ -24,10 +26,12 @@ from policyload.measure import (
     cuda_context_bytes,
     device_description,
     file_read_bandwidth,
+    host_memory,
     host_to_device_bandwidth,
     rss_bytes,
 )
 from policyload.measure.fresh_process import cold_device_memory
+from policyload.memory_model import layout_tensor_bytes
 
 MIB = 1024**2
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="requires CUDA")
@@ -228,6 +232,12 @@ def test_file_read_bandwidth_reads_the_whole_checkpoint():
 TINY_LLAMA_BF16_4BIT_NF4_BYTES = 36864 + 4608 + 896 + 66176 + 64  # = 108608
 
 
+def test_layout_of_the_tiny_llama_in_4bit_is_the_hand_count():
+    """The layout check (tensor storage, quantization state included) against the count above."""
+    model = load_policy(LoadSpec(str(tiny_checkpoint("llama")), dtype="bfloat16", load_in_4bit=True))
+    assert layout_tensor_bytes(model) == TINY_LLAMA_BF16_4BIT_NF4_BYTES
+
+
 def test_fresh_process_server_measures_a_cold_load_and_reports_failures():
     spec = LoadSpec(str(tiny_checkpoint("llama")), dtype="bfloat16", load_in_4bit=True)
 
@@ -239,7 +249,11 @@ def test_fresh_process_server_measures_a_cold_load_and_reports_failures():
 
     assert server.import_s > 0
     assert cold["cold_first_load_s"] > 0
-    assert cold["measured_bytes"] == again["measured_bytes"] == TINY_LLAMA_BF16_4BIT_NF4_BYTES
+    assert cold["cold_page_cache_evicted"] is True and "POSIX_FADV_DONTNEED" in cold["cold_meaning"]
+    for reading in (cold, again):
+        # Read from /proc, page-granular; the tiny model is ~100 KiB of bf16 file pages.
+        assert reading["host_file_referenced_bytes"] % reading["host_page_bytes"] == 0
+        assert reading["host_peak_bytes"] >= reading["host_anon_bytes"]
     assert cold["peak_rss_during_load_bytes"] >= cold["rss_after_load_bytes"] > 0
 
 
@@ -314,3 +328,42 @@ def test_memory_returns_to_baseline_between_loads():
 
     assert tensors_after == tensors_before
     assert rss_after - rss_before < 0.05 * loaded, f"RSS grew {rss_after - rss_before} B over {loaded} B loaded"
+
+
+def test_proc_status_reads_the_resident_split(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nRssAnon:\t 512 kB\nRssFile:\t 500 kB\n"
+                      "RssShmem:\t 12 kB\n")
+
+    assert host_memory.proc_status(str(status)) == {
+        "peak": 2048 * 1024, "rss": 1024 * 1024, "anon": 512 * 1024, "file": 500 * 1024, "shmem": 12 * 1024,
+    }
+
+
+def test_file_backed_resident_bytes_counts_present_pages_of_mapped_files_only(tmp_path):
+    page = host_memory.PAGE
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"\1" * (64 * page))
+    assert host_memory.evict_from_page_cache([path]) is True
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    # The mapping's address from /proc/self/maps (the only mapping of this file).
+    (start, end), = [(lo, hi) for lo, hi, name in host_memory.file_mappings() if name == str(path)]
+    assert end - start == 64 * page
+
+    half = [(start, 32 * page)]
+    sum(mapped[i] for i in range(0, 32 * page, page))  # fault in the first half
+
+    assert host_memory.file_backed_resident_bytes(half) == 32 * page
+    anonymous = bytearray(8 * page)
+    anonymous_address = ctypes.addressof((ctypes.c_char * len(anonymous)).from_buffer(anonymous))
+    assert host_memory.file_backed_resident_bytes([(anonymous_address, len(anonymous))]) == 0
+    mapped.close()
+
+
+def test_touch_and_storages_of_a_real_model_cover_its_tensors():
+    model = torch.nn.Linear(1024, 256)  # 1 MiB of fp32 weight + bias
+    storages = host_memory.live_storages(model)
+    host_memory.touch(storages)
+
+    assert sorted(size for _, size in storages) == [256 * 4, 1024 * 256 * 4]

@@ -1,8 +1,11 @@
-"""The memory model against the published parameter counts and against real loaded models."""
+"""The memory model against the published parameter counts, against real loaded models' layout, and
+its host split and peak against hand-derived figures for the Qwen2-0.5B shape."""
 
 from __future__ import annotations
 
 import pytest
+import torch
+from safetensors.torch import save_file
 from transformers import AutoConfig
 
 from fixtures.checkpoints import TINY_ARCHITECTURES, tiny_checkpoint
@@ -12,8 +15,9 @@ from policyload.cases import QUANTIZATION_PRESETS
 from policyload.load import release_memory
 from policyload.memory_model import (
     BYTES_PER_QUANTIZED_WEIGHT,
+    checkpoint_layout,
     fit_problem,
-    measured_model_bytes,
+    layout_tensor_bytes,
     meta_model,
     parameter_count,
     predict,
@@ -36,12 +40,12 @@ def test_realsize_parameter_count_matches_published(name):
 @pytest.mark.parametrize("architecture", TINY_ARCHITECTURES)
 @pytest.mark.parametrize("quantization", QUANTIZATION_PRESETS)
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-def test_prediction_equals_bytes_of_the_loaded_model(architecture, quantization, dtype):
+def test_layout_check_prediction_equals_tensor_bytes_of_the_loaded_model(architecture, quantization, dtype):
     spec = LoadSpec(str(tiny_checkpoint(architecture)), dtype=dtype, **QUANTIZATION_PRESETS[quantization])
     predicted = predict(spec, AutoConfig.from_pretrained(spec.model_name_or_path)).total_bytes
 
     model = load_policy(spec)
-    measured = measured_model_bytes(model)
+    measured = layout_tensor_bytes(model)
     del model
     release_memory()
 
@@ -85,3 +89,64 @@ def test_fit_problem_names_need_and_availability():
     assert fit_problem("available host memory", 3 * 1024**3, 2 * 1024**3) == (
         "does not fit: needs 3.0 GiB of available host memory (memory model), 2.0 GiB available"
     )
+
+
+# Qwen2-0.5B, by hand: per layer q 896x896, k 128x896, v 128x896, o 896x896, gate/up 4864x896,
+# down 896x4864 are quantized (14,909,440 weights, 12,672 output rows); the embedding (tied with
+# lm_head, 151936x896), the q/k/v biases and the norms are not (136,206,208 parameters).
+QWEN_QUANTIZED = 24 * 14_909_440
+QWEN_UNQUANTIZED = 494_032_768 - QWEN_QUANTIZED
+QWEN_SCB = 24 * 12_672 * 4
+QWEN_LARGEST_LAYER = 4864 * 896
+
+
+@pytest.fixture
+def bf16_checkpoint(tmp_path):
+    save_file({"w": torch.zeros(1000, dtype=torch.bfloat16)}, tmp_path / "model.safetensors")
+    return tmp_path
+
+
+def test_checkpoint_layout_reads_size_and_dtype_from_the_headers(bf16_checkpoint):
+    size = (bf16_checkpoint / "model.safetensors").stat().st_size
+
+    assert checkpoint_layout(bf16_checkpoint) == (size, torch.bfloat16, True)
+    assert checkpoint_layout(tiny_checkpoint("llama"))[1:] == (torch.bfloat16, True)
+
+
+def test_bf16_load_of_a_bf16_checkpoint_stays_file_backed_and_peaks_at_the_file(bf16_checkpoint):
+    prediction = predict(LoadSpec("unused", dtype="bfloat16"), realsize_config("qwen2-0.5b"), bf16_checkpoint)
+    size = (bf16_checkpoint / "model.safetensors").stat().st_size
+
+    assert prediction.file_backed_bytes == 2 * 494_032_768
+    assert prediction.anon_bytes == prediction.buffer_bytes
+    assert prediction.transient_bytes == 0
+    assert prediction.peak_bytes == size + prediction.buffer_bytes
+
+
+@pytest.mark.parametrize(("dtype", "element"), [("float16", 2), ("float32", 4)])
+def test_conversion_is_private_and_peaks_at_source_plus_destination(bf16_checkpoint, dtype, element):
+    prediction = predict(LoadSpec("unused", dtype=dtype), realsize_config("qwen2-0.5b"), bf16_checkpoint)
+    size = (bf16_checkpoint / "model.safetensors").stat().st_size
+
+    assert prediction.file_backed_bytes == 0
+    assert prediction.anon_bytes == element * 494_032_768 + prediction.buffer_bytes
+    assert prediction.peak_bytes == size + prediction.anon_bytes
+
+
+def test_8bit_keeps_the_embedding_file_backed_and_adds_one_fp32_layer_of_transient(bf16_checkpoint):
+    spec = LoadSpec("unused", dtype="bfloat16", load_in_8bit=True)
+    prediction = predict(spec, realsize_config("qwen2-0.5b"), bf16_checkpoint)
+    size = (bf16_checkpoint / "model.safetensors").stat().st_size
+
+    assert prediction.file_backed_bytes == 2 * QWEN_UNQUANTIZED
+    assert prediction.anon_bytes == QWEN_QUANTIZED + QWEN_SCB + prediction.buffer_bytes
+    assert prediction.transient_bytes == 4 * QWEN_LARGEST_LAYER
+    assert prediction.peak_bytes == size + prediction.anon_bytes + 4 * QWEN_LARGEST_LAYER
+    assert prediction.device_peak_bytes == prediction.total_bytes + 4 * QWEN_LARGEST_LAYER
+
+
+def test_without_a_checkpoint_nothing_is_file_backed():
+    prediction = predict(LoadSpec("unused", dtype="bfloat16"), realsize_config("qwen2-0.5b"))
+
+    assert prediction.file_backed_bytes == prediction.checkpoint_bytes == 0
+    assert prediction.peak_bytes == prediction.total_bytes

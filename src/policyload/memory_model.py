@@ -15,14 +15,29 @@ Bytes per quantized weight (bitsandbytes 0.4x-0.5x `functional.quantize_4bit` / 
   a 256-entry fp32 code table and one fp32 offset.
 * 8-bit (LLM.int8): 1 byte per weight + one fp32 scale (`SCB`) per output row.
 
-`model.get_memory_footprint()` is not used anywhere: it counts parameters and buffers only, so it
-misses the quantization state (absmax, code tables, SCB). `measured_model_bytes` counts them.
+`model.get_memory_footprint()` is not used here: it counts parameters and buffers only, so it
+misses the quantization state (absmax, code tables, SCB). `layout_tensor_bytes` counts them: a
+layout check of the prediction against the loaded model's own tensors, never a memory measurement
+(that is read from the machine: `policyload.measure.host_memory`, the CUDA allocator).
+
+Resident and peak on the host (CPU loads), given the checkpoint (`checkpoint_layout`):
+
+* resident = `total_bytes`, of which `file_backed_bytes` are unquantized tensors whose load dtype
+  is the checkpoint's own: safetensors maps the file and those tensors stay its pages (no copy);
+  the rest (`anon_bytes`) are private copies: converted dtypes, quantized weights and their state.
+* peak = the whole checkpoint (mapped and read during the load; its pages stay resident while
+  the mapping lives) + `anon_bytes` + `transient_bytes` (quantization: an fp32 working copy of the
+  largest quantized layer). A float16 load of a bf16 checkpoint peaks at source + destination.
+  On a GPU the device peak is `total_bytes + transient_bytes`.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -56,6 +71,27 @@ class Prediction:
     buffer_bytes: int
     quantized_parameters: int
     unquantized_parameters: int
+    #: Of `total_bytes`, what stays pages of the mapped checkpoint on the host (see module docstring).
+    file_backed_bytes: int = 0
+    #: Bytes of the checkpoint's weight files (0 when no checkpoint folder was given).
+    checkpoint_bytes: int = 0
+    #: Short-lived working memory of the load beyond its result (quantization's fp32 copy of a layer).
+    transient_bytes: int = 0
+
+    @property
+    def anon_bytes(self) -> int:
+        """Private (anonymous) host bytes of a CPU load: everything not file-backed."""
+        return self.total_bytes - self.file_backed_bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        """Predicted host peak of a CPU load: the mapped checkpoint + private copies + transients."""
+        return self.checkpoint_bytes + self.anon_bytes + self.transient_bytes
+
+    @property
+    def device_peak_bytes(self) -> int:
+        """Predicted device peak of a load to a GPU: the result + transients."""
+        return self.total_bytes + self.transient_bytes
 
     @property
     def total_bytes(self) -> int:
@@ -68,7 +104,10 @@ class Prediction:
         return self.quantized_parameters + self.unquantized_parameters
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "total_bytes": self.total_bytes, "parameters": self.parameters}
+        return {
+            **asdict(self), "total_bytes": self.total_bytes, "parameters": self.parameters,
+            "anon_bytes": self.anon_bytes, "peak_bytes": self.peak_bytes, "device_peak_bytes": self.device_peak_bytes,
+        }
 
 
 def quantization_token(spec: LoadSpec) -> str:
@@ -138,10 +177,39 @@ def quantized_layer_bytes(out_features: int, in_features: int, quantization: str
     raise ValueError(f"quantization={quantization!r} is not accepted; accepted: ('8bit', '4bit', '4bit-nested')")
 
 
-def predict(spec: LoadSpec, config) -> Prediction:
-    """Predicted bytes of `load_policy(spec)` for a checkpoint with `config`."""
+_SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
+
+
+def checkpoint_layout(folder) -> tuple[int, torch.dtype | None, bool]:
+    """(bytes of the weight files, the dtype holding most of their bytes, whether they are safetensors).
+
+    Read from the safetensors headers (no weights read); for `.bin` checkpoints the dtype is None.
+    """
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return sum(p.stat().st_size for p in folder.glob("*.bin")), None, False
+    by_dtype: dict[str, int] = {}
+    for path in files:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                start, end = entry["data_offsets"]
+                by_dtype[entry["dtype"]] = by_dtype.get(entry["dtype"], 0) + end - start
+    dominant = max(by_dtype, key=by_dtype.get) if by_dtype else None
+    return sum(p.stat().st_size for p in files), _SAFETENSORS_DTYPES.get(dominant), True
+
+
+def predict(spec: LoadSpec, config, checkpoint=None) -> Prediction:
+    """Predicted bytes of `load_policy(spec)` for a checkpoint with `config`.
+
+    With `checkpoint` (its folder), the host split (file-backed / private) and the peak as well.
+    """
     quantization = quantization_token(spec)
-    model = meta_model(config, load_dtype(spec, config))
+    dtype = load_dtype(spec, config)
+    model = meta_model(config, dtype)
     quantized = quantized_linears(model) if quantization != "none" else {}
     quantized_weights = {id(module.weight) for module in quantized.values()}
     weight_bytes = state_bytes = quantized_parameters = 0
@@ -152,13 +220,19 @@ def predict(spec: LoadSpec, config) -> Prediction:
         state_bytes += state
         quantized_parameters += out_features * in_features
     unquantized = [p for p in model.parameters() if id(p) not in quantized_weights]
+    unquantized_bytes = sum(p.numel() * p.element_size() for p in unquantized)
+    checkpoint_bytes, checkpoint_dtype, mapped = checkpoint_layout(checkpoint) if checkpoint else (0, None, False)
+    largest = max((_linear_shape(m)[0] * _linear_shape(m)[1] for m in quantized.values()), default=0)
     return Prediction(
         quantized_weight_bytes=weight_bytes,
         quant_state_bytes=state_bytes,
-        unquantized_parameter_bytes=sum(p.numel() * p.element_size() for p in unquantized),
+        unquantized_parameter_bytes=unquantized_bytes,
         buffer_bytes=sum(b.numel() * b.element_size() for b in model.buffers()),
         quantized_parameters=quantized_parameters,
         unquantized_parameters=sum(p.numel() for p in unquantized),
+        file_backed_bytes=unquantized_bytes if mapped and dtype == checkpoint_dtype else 0,
+        checkpoint_bytes=checkpoint_bytes,
+        transient_bytes=largest * FP32,
     )
 
 
@@ -183,8 +257,10 @@ def _quant_state_tensors(parameter) -> list[torch.Tensor]:
     return tensors
 
 
-def measured_model_bytes(model: nn.Module) -> int:
-    """Real bytes held by the model: parameters, buffers and bitsandbytes' quantization state.
+def layout_tensor_bytes(model: nn.Module) -> int:
+    """Storage bytes of the model's own tensors: parameters, buffers and bitsandbytes' quantization
+    state. A layout check of the prediction (same bytes, same tensors), not a memory measurement:
+    it cannot see file-backed vs private pages, the allocator, or the load's peak.
 
     Counted per storage, so tied weights and tensors sharing memory (`Int8Params.CB` is the
     weight itself) count once.
@@ -197,9 +273,9 @@ def measured_model_bytes(model: nn.Module) -> int:
     return sum(seen.values())
 
 
-#: Headroom a load needs beyond the model's own bytes: transformers' transient copies of one
-#: tensor on the host, the CUDA context and workspace on a GPU. Rough, and only used to skip
-#: cases that cannot fit, never to judge a measurement.
+#: Headroom a load needs beyond the predicted peak: libraries loaded on first use and a forward
+#: pass on the host, the CUDA context and workspace on a GPU. Rough, and only used to skip cases
+#: that cannot fit, never to judge a measurement.
 HOST_HEADROOM_BYTES = 512 * 1024**2
 DEVICE_HEADROOM_BYTES = 1024**3
 

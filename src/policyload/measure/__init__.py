@@ -13,8 +13,11 @@ One module per job, every public name re-exported here (`from policyload.measure
     rss.py             RssTracker; rss_bytes, peak_rss_bytes, reset_peak_rss
     nvml.py            NvmlTracker (driver-side device memory), device_description; the nvml_*
                        helpers, cuda_context_bytes, and the one rule for an unavailable NVML
-    bandwidth.py       file_read_bandwidth, host_to_device_bandwidth: the physical limits of a load
-    fresh_process.py   FreshProcessServer: cold start, peak and resident RSS in a fresh process
+    bandwidth.py       mmap_touch_bandwidth, safetensors_load_bandwidth, serial_limit,
+                       host_to_device_bandwidth (file_read_bandwidth: readinto, reference only)
+    host_memory.py     what a load occupies in host memory, from /proc (anonymous / file-backed,
+                       pages under live tensors, peak); page-cache eviction for a cold start
+    fresh_process.py   FreshProcessServer: cold start and host memory in a fresh process
     __main__.py        `python -m policyload.measure serve`, the server's internal command line
 
 An unavailable measurement is recorded, never dropped: where NVML is missing or restricted,
@@ -23,7 +26,14 @@ An unavailable measurement is recorded, never dropped: where NVML is missing or 
 numbers. None of these modules imports torch at import time.
 """
 
-from .bandwidth import MIB, file_read_bandwidth, host_to_device_bandwidth
+from .bandwidth import (
+    MIB,
+    file_read_bandwidth,
+    host_to_device_bandwidth,
+    mmap_touch_bandwidth,
+    safetensors_load_bandwidth,
+    serial_limit,
+)
 from .cuda_allocator import CudaAllocatorTracker
 from .fresh_process import FreshProcessServer
 from .latency import LatencyTracker, cuda_available, synchronize
@@ -49,6 +59,9 @@ __all__ = [
     "device_description",
     "file_read_bandwidth",
     "host_to_device_bandwidth",
+    "mmap_touch_bandwidth",
+    "safetensors_load_bandwidth",
+    "serial_limit",
     "nvml_device_used_bytes",
     "nvml_process_used_bytes",
     "nvml_unavailable",

@@ -53,6 +53,13 @@ class Row:
     #: The case's measured and warm-up rounds (extra_info); None when the file does not say.
     rounds: int | None = None
     warmup_rounds: int | None = None
+    # Memory read from the machine against the memory model (benchmarks/test_load.py, item "memory_*"):
+    # None where not measurable (tiny checkpoints on CPU) or in runs recorded before these keys.
+    memory_measured_bytes: int | None = None
+    memory_predicted_bytes: int | None = None
+    memory_peak_measured_bytes: int | None = None
+    memory_peak_predicted_bytes: int | None = None
+    memory_estimates: dict | None = None
 
     @property
     def key(self) -> str:
@@ -65,6 +72,9 @@ class Run:
     device: str
     machine: dict
     rows: list[Row]
+    #: Every case's outcome ({"case_id", "checkpoint", "dtype", "quantization", "outcome", "reason"?}):
+    #: measured, skipped, failed or oom; pytest-benchmark's own list has the measured ones only.
+    outcomes: tuple = ()
 
     @property
     def quick(self):
@@ -135,11 +145,24 @@ def load_run(path) -> Run:
                     peak_bytes=_measurement(extra.get("peak_bytes")),
                     resident_bytes=_measurement(extra.get("resident_bytes")),
                     predicted_bytes=extra.get("predicted_bytes"),
-                    measured_over_predicted=extra.get("measured_over_predicted"),
-                    bandwidth_fraction=extra.get("bandwidth_fraction"),
+                    # Only a ratio of a figure read from the machine: runs recorded before
+                    # "memory_measured_source" existed held a tensor-sum ratio under this name.
+                    measured_over_predicted=(
+                        extra.get("measured_over_predicted") if "memory_measured_source" in extra else None
+                    ),
+                    # Likewise: before "bandwidth_fraction_note", the fraction was of a readinto loop,
+                    # not of the path the load takes, and was given for tiny and quantized loads too.
+                    bandwidth_fraction=(
+                        extra.get("bandwidth_fraction") if "bandwidth_fraction_note" in extra else None
+                    ),
                     latency_source=latency_source,
                     rounds=_count(extra.get("rounds")),
                     warmup_rounds=_count(extra.get("warmup_rounds")),
+                    memory_measured_bytes=extra.get("memory_measured_bytes"),
+                    memory_predicted_bytes=extra.get("memory_predicted_bytes"),
+                    memory_peak_measured_bytes=extra.get("memory_peak_measured_bytes"),
+                    memory_peak_predicted_bytes=extra.get("memory_peak_predicted_bytes"),
+                    memory_estimates=extra.get("memory_estimates"),
                 )
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -149,7 +172,8 @@ def load_run(path) -> Run:
             ) from None
     # No `policyload` machine info (a JSON not written through benchmarks/conftest.py): pytest-benchmark's CPU name.
     device = machine.get("device") or document.get("machine_info", {}).get("cpu", {}).get("brand_raw", "unknown")
-    return Run(path, device, machine, rows)
+    outcomes = document.get("policyload_outcomes")
+    return Run(path, device, machine, rows, tuple(outcomes) if isinstance(outcomes, list) else ())
 
 
 def device_folder_name(device: str) -> str:

@@ -1,0 +1,58 @@
+"""Hold a run's measured host memory to the memory model: resident within 5%, peak within 10%.
+
+    python -m benchmarks.check_memory out/bench-realsize-cpu.json [--resident 5%] [--peak 10%]
+
+Cases whose memory is not measurable (tiny checkpoints) are listed as such and not judged. Exits 1
+when a measured case is off by more than the tolerance, or when a case failed or ran out of memory;
+2 when the run has no measured case at all (nothing was checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from policyload.report.gate import parse_percent
+from policyload.report.runs import load_run
+from policyload.report.tables import format_bytes
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.check_memory", description=__doc__.splitlines()[0])
+    parser.add_argument("json")
+    parser.add_argument("--resident", default="5%", help="tolerance of the predicted resident memory (default 5%%)")
+    parser.add_argument("--peak", default="10%", help="tolerance of the predicted peak (default 10%%)")
+    args = parser.parse_args(argv)
+    run = load_run(args.json)
+    resident_tolerance, peak_tolerance = parse_percent(args.resident), parse_percent(args.peak)
+    problems, checked = [], 0
+    for outcome in run.outcomes:
+        if outcome.get("outcome") in ("failed", "oom"):
+            problems.append(f"{outcome['case_id']}: {outcome['outcome']}: {outcome.get('reason', '')}")
+    for row in sorted(run.rows, key=lambda r: r.key):
+        if row.memory_measured_bytes is None or row.memory_peak_measured_bytes is None:
+            print(f"{row.key}: memory not measurable, not judged")
+            continue
+        checked += 1
+        resident = row.memory_measured_bytes / row.memory_predicted_bytes - 1
+        peak = row.memory_peak_measured_bytes / row.memory_peak_predicted_bytes - 1
+        print(
+            f"{row.key}: resident {format_bytes(row.memory_measured_bytes)} vs predicted "
+            f"{format_bytes(row.memory_predicted_bytes)} ({resident:+.1%}); peak "
+            f"{format_bytes(row.memory_peak_measured_bytes)} vs {format_bytes(row.memory_peak_predicted_bytes)} "
+            f"({peak:+.1%})"
+        )
+        if abs(resident) > resident_tolerance:
+            problems.append(f"{row.key}: resident off by {resident:+.1%} (tolerance {resident_tolerance:.0%})")
+        if abs(peak) > peak_tolerance:
+            problems.append(f"{row.key}: peak off by {peak:+.1%} (tolerance {peak_tolerance:.0%})")
+    for problem in problems:
+        print(f"problem: {problem}")
+    if not checked and not problems:
+        print("error: no case with a measured memory figure: nothing was checked", file=sys.stderr)
+        return 2
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
