@@ -32,28 +32,19 @@ measured with different rounds or warm-up rounds (`extra_info`), mixed latency s
 above. Every other command: 0 fine, 2 unusable input. Errors are one line on stderr, never a
 traceback; what the new run lost is named case by case on stdout, like the regressions.
 
-The modules, one job each: `runs` reads a run, `tables` formats it (markdown, chart), `gate`
-holds the thresholds, the regression check and the noise measurement, `cli` the command line.
+The modules, one job each: `runs` reads a run, `tables` formats it (markdown, chart),
+`thresholds` holds compare's allowances (file, flags, defaults), `gate` the regression check,
+`noise` the run-to-run spread of the gated metrics, `cli` the command line.
 The names below are re-exported so that `from policyload.report import ...` keeps working.
 None of this imports torch or transformers: the command starts in well under a second.
 """
 
 from .cli import main
-from .gate import (
-    DEFAULT_THRESHOLDS,
-    GATED_METRICS,
-    THRESHOLD_KEYS,
-    Comparison,
-    Metric,
-    compare_runs,
-    load_thresholds,
-    nearest_rank,
-    noise_table,
-    parse_percent,
-    resolve_thresholds,
-)
+from .gate import GATED_METRICS, Comparison, Metric, compare_runs
+from .noise import nearest_rank, noise_table
 from .runs import STATS_LATENCY, TRACKER_LATENCY, ReportError, Row, Run, device_folder_name, load_run
 from .tables import format_bytes, markdown_table, write_chart
+from .thresholds import DEFAULT_THRESHOLDS, THRESHOLD_KEYS, load_thresholds, parse_percent, resolve_thresholds
 
 __all__ = [
     "DEFAULT_THRESHOLDS",

@@ -14,9 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .gate import compare_runs, noise_table, parse_percent, resolve_thresholds
+from .gate import compare_runs
+from .noise import noise_table
 from .runs import ReportError, device_folder_name, load_run
 from .tables import markdown_table, write_chart
+from .thresholds import parse_percent, resolve_thresholds
 
 PROG = "python -m policyload.report"
 DEFAULT_COMMAND = "table"

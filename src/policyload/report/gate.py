@@ -1,10 +1,10 @@
-"""The regression gate of the nightly benchmark: which metrics `compare` checks, with which
-allowances, and how much those metrics move between runs of unchanged code (`noise`).
+"""The regression gate of the nightly benchmark: which metrics `compare` checks and how.
 
 The metrics are listed once, in `GATED_METRICS`: `compare_runs` gates on them and `noise_table`
-measures them, so a threshold is always set against the noise of the metric it gates. The
-latency is the LatencyTracker's median of the load (`runs`: extra_info.median_latency_s), not
-pytest-benchmark's timing of the whole benchmark call with the trackers' own bookkeeping.
+(`noise`) measures them, so a threshold is always set against the noise of the metric it gates.
+The allowances themselves come from `thresholds`. The latency is the LatencyTracker's median of
+the load (`runs`: extra_info.median_latency_s), not pytest-benchmark's timing of the whole
+benchmark call with the trackers' own bookkeeping.
 
 `compare_runs` is a gate that a run cannot pass by losing its data. Besides regressions it fails
 (the CLI exits 1) on what the new run lost: a base case missing from the new run (a case that now
@@ -19,91 +19,13 @@ against a new one from the tracker.
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, NamedTuple
 
 from .runs import STATS_LATENCY, TRACKER_LATENCY, ReportError, Row, Run
 from .tables import format_bytes
-
-
-def parse_percent(text: str) -> float:
-    """'15%' or '15' -> 0.15.
-
-    An argparse `type`: its ArgumentTypeError becomes argparse's usage error on the command line;
-    `load_thresholds` turns it into a ReportError naming the file.
-    """
-    try:
-        value = float(text.strip().removesuffix("%")) / 100
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage; accepted: e.g. '15%' or '15'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative; accepted: a percentage >= 0")
-    return value
-
-
-#: compare's allowances when neither a thresholds file nor a flag sets them (fractions; seconds).
-DEFAULT_THRESHOLDS = {"max_latency_regression": 0.15, "max_memory_regression": 0.02, "latency_floor_s": 0.0}
-#: thresholds-file key -> (DEFAULT_THRESHOLDS key, how the file writes it, parser).
-THRESHOLD_KEYS = {
-    "max_latency_regression": ("max_latency_regression", 'a percentage string such as "15%"', "percent"),
-    "max_memory_regression": ("max_memory_regression", 'a percentage string such as "2%"', "percent"),
-    "latency_floor_ms": ("latency_floor_s", "a number of milliseconds >= 0 such as 50", "ms"),
-}
-
-
-def load_thresholds(path) -> dict[str, float]:
-    """The allowances of a thresholds TOML file: {"max_latency_regression": 0.15, "latency_floor_s": 0.05, ...}.
-
-    Each key is optional. Percentages are strings, "15%" (a bare number is refused: 0.15 would
-    read as 0.15% to one reader and 15% to another); `latency_floor_ms` is a number. An unknown
-    key or a bad value is refused, naming the file, the key and what is accepted.
-    """
-    # Imported here, not above: on Python 3.10 without tomli, only `--thresholds` needs it.
-    from .._toml import tomllib
-
-    path = Path(path)
-    try:
-        document = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise ReportError(f"{path}: cannot read ({error.strerror or error})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ReportError(f"{path}: not valid TOML ({error})") from None
-    unknown = sorted(document.keys() - THRESHOLD_KEYS.keys())
-    if unknown:
-        raise ReportError(f"{path}: unknown key(s) {unknown}; accepted: {sorted(THRESHOLD_KEYS)}")
-    thresholds = {}
-    for key, value in document.items():
-        field, accepted, kind = THRESHOLD_KEYS[key]
-        if kind == "percent" and isinstance(value, str) and value.strip().endswith("%"):
-            try:
-                thresholds[field] = parse_percent(value)
-            except argparse.ArgumentTypeError as error:
-                raise ReportError(f"{path}: {key}: {error}") from None
-        elif kind == "ms" and isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            thresholds[field] = value / 1000
-        else:
-            raise ReportError(f"{path}: {key} = {value!r} is not accepted; accepted: {accepted}")
-    return thresholds
-
-
-def resolve_thresholds(
-    path=None, *, max_latency_regression=None, max_memory_regression=None, latency_floor_s=None
-) -> dict[str, float]:
-    """compare's allowances, each from the first that sets it: the argument (a command line flag;
-    None: not given), the thresholds file at `path`, DEFAULT_THRESHOLDS."""
-    flags = {
-        "max_latency_regression": max_latency_regression,
-        "max_memory_regression": max_memory_regression,
-        "latency_floor_s": latency_floor_s,
-    }
-    thresholds = {**DEFAULT_THRESHOLDS, **(load_thresholds(path) if path else {})}
-    thresholds.update({key: value for key, value in flags.items() if value is not None})
-    return thresholds
 
 
 class Metric(NamedTuple):
@@ -261,60 +183,3 @@ def compare_runs(
             "without extra_info.median_latency_s): it includes the trackers' overhead"
         )
     return result
-
-
-def nearest_rank(values: list[float], fraction: float) -> float:
-    """The `fraction` quantile by nearest rank (no interpolation: always one of the values)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
-def noise_table(runs: list[Run]) -> str:
-    """Markdown: per metric, the distribution over cases of the spread max/min - 1 of that case's
-    value across repeated runs of the same benchmark (for latency, each value is already the median
-    of the case's rounds, as `compare` sees it), then the spread of every case.
-
-    This is what a threshold of `compare` has to stay above to be quiet on an unchanged code base.
-    """
-    if len(runs) < 2:
-        raise ReportError(f"noise needs at least 2 runs of the same benchmark, got {len(runs)}")
-    devices = {run.device for run in runs}
-    if len(devices) > 1:
-        raise ReportError(f"refusing to measure noise across different devices: {sorted(devices)}")
-    by_key = [run.rows_by_key() for run in runs]
-    keys = sorted(set.intersection(*(set(rows) for rows in by_key)))
-    if not keys:
-        raise ReportError("no case is in every run")
-    sources = {rows[key].latency_source for rows in by_key for key in keys}
-    if len(sources) > 1:
-        raise ReportError(
-            "refusing to measure latency noise across runs with different latency sources "
-            f"({' and '.join(sorted(sources))}): some files lack extra_info.median_latency_s"
-        )
-    spreads: dict[str, dict[str, float]] = {metric.label: {} for metric in GATED_METRICS}
-    for key in keys:
-        for metric in GATED_METRICS:
-            values = [getattr(rows[key], metric.field) for rows in by_key]
-            if all(value is not None and value > 0 for value in values):
-                spreads[metric.label][key] = max(values) / min(values) - 1
-    lines = [
-        f"Run-to-run spread (max/min - 1) of each case's value over {len(runs)} runs on {runs[0].device}; "
-        f"{len(keys)} cases in every run.",
-        "",
-        "| metric | cases | median | p90 | max | worst case |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for label, per_case in spreads.items():
-        if per_case:
-            worst = max(per_case, key=per_case.get)
-            values = list(per_case.values())
-            lines.append(
-                f"| {label} | {len(values)} | {nearest_rank(values, 0.5):.1%} | {nearest_rank(values, 0.9):.1%} "
-                f"| {max(values):.1%} | {worst} |"
-            )
-    labels = [metric.label for metric in GATED_METRICS]
-    lines += ["", "| case | " + " | ".join(labels) + " |", "|---" + "|---:" * len(labels) + "|"]
-    for key in keys:
-        cells = [f"{spreads[label][key]:.1%}" if key in spreads[label] else "n/a" for label in labels]
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
