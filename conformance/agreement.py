@@ -10,57 +10,25 @@ divergence of one of these kinds:
 - `trl-rejects`: TRL rejects an input the reference accepts;
 - `values-differ`: both go on, with different values.
 
-`divergences.toml` lists the divergences that are known and explained, each exactly: a
-`values-differ` entry names every key that may differ and the value TRL gives there (`differs`),
-and may name the reference's (`reference`); every other key must agree. A `trl-crashes` or
-`trl-rejects` entry names TRL's exception type (`exception`, and optionally a `message` fragment).
-An unlisted divergence fails; so does a listed key that no longer differs, a value other than the
+A divergence passes only when `divergences.toml` lists it exactly (its form, tokens and checks live
+in `divergences`): values are compared key path by key path, nested dicts descended into, so an
+unlisted divergence fails; so does a listed key that no longer differs, a value other than the
 listed one, an exception of another type (the spirit of `xfail(strict=True)`, key by key).
-
-Values in the file are TOML strings, integers, booleans, tables (dicts) and arrays (tuples), plus
-these tokens, so that a type is never confused with its spelling:
-
-- `"<absent>"`: the key is not there (the keyword is not passed);
-- `"<None>"`: Python's None;
-- `"<torch.bfloat16>"` (any `torch.<dtype>`): the torch dtype, where `"bfloat16"` is the string;
-- `"<any>"`: any value, as long as it differs; only at level `placement`, where keys are tensor
-  names and TRL's device for each depends on transformers' balancing (see the entries' reasons).
-
-A key is a path: nested dict keys joined by "." (`quantization_config.bnb_4bit_quant_storage`);
-at level `placement` keys may be fnmatch patterns over tensor names (with `"<any>"` only).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from packaging.specifiers import SpecifierSet
+from .divergences import ABSENT, ANY, DIVERGENCES, DIVERGENCES_FILE, Divergence, is_pattern
 
-from policyload._toml import tomllib
-
+# Defined here until `divergences` was split off; `X as X` re-exports them for code that imports them from here.
+from .divergences import KINDS as KINDS
+from .divergences import PATTERN_LEVELS as PATTERN_LEVELS
+from .divergences import decode as decode
+from .divergences import load_divergences as load_divergences
 from .trl_release import TRL
-
-DIVERGENCES_FILE = Path(__file__).with_name("divergences.toml")
-KINDS = ("trl-accepts", "trl-crashes", "trl-rejects", "values-differ")
-#: The levels where keys are tensor names and "<any>" / patterns are allowed.
-PATTERN_LEVELS = ("placement",)
-
-
-class _Token:
-    def __init__(self, spelling: str):
-        self.spelling = spelling
-
-    def __repr__(self) -> str:
-        return self.spelling
-
-
-#: A key that is not there: how a keyword that was not passed is spelled in messages and in the file.
-ABSENT = _Token("<absent>")
-#: "Any value, as long as it differs" (level placement only).
-ANY = _Token("<any>")
 
 
 class Config(dict):
@@ -155,71 +123,14 @@ def lookup(value, path: str):
     return ABSENT
 
 
-def _is_pattern(path: str) -> bool:
-    return any(character in path for character in "*?[")
-
-
 def _under(path: str, listed: str) -> bool:
     """Whether the difference at `path` is the listed key's, or inside it."""
-    if _is_pattern(listed):
+    if is_pattern(listed):
         return fnmatch.fnmatchcase(path, listed)
     return path == listed or path.startswith(listed + ".") or path.startswith(listed + "[")
 
 
-# --- the divergence file ---------------------------------------------------------------------
-
-_FIELDS = {"level", "cases", "trl", "kind", "reason"}
-_OPTIONAL = {"except_cases", "differs", "reference", "exception", "message"}
-_TOKENS = {"<absent>": ABSENT, "<None>": None, "<any>": ANY}
-
-
-def decode(value):
-    """A value as the file spells it, as Python has it (see the module docstring)."""
-    if isinstance(value, str) and value.startswith("<") and value.endswith(">"):
-        if value in _TOKENS:
-            return _TOKENS[value]
-        match = re.fullmatch(r"<torch\.(\w+)>", value)
-        if match:
-            import torch
-
-            dtype = getattr(torch, match[1], None)
-            if isinstance(dtype, torch.dtype):
-                return dtype
-        raise ValueError(f"unknown token {value!r}; accepted: {sorted(_TOKENS)} and '<torch.DTYPE>'")
-    if isinstance(value, dict):
-        return {key: decode(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return tuple(decode(item) for item in value)
-    return value
-
-
-@dataclass(frozen=True)
-class Divergence:
-    level: str
-    cases: tuple[str, ...]
-    trl: str
-    kind: str
-    reason: str
-    except_cases: tuple[str, ...] = ()
-    #: values-differ: path -> the value TRL gives there (every other key must agree).
-    differs: dict = field(default_factory=dict)
-    #: values-differ, optional: path -> the value the reference gives there.
-    reference: dict = field(default_factory=dict)
-    #: trl-crashes / trl-rejects: the type of TRL's exception, and a fragment of its message.
-    exception: str | None = None
-    message: str | None = None
-
-    def covers(self, level: str, case_id: str, release=TRL) -> bool:
-        return (
-            self.level == level
-            and release in SpecifierSet(self.trl)
-            and any(fnmatch.fnmatchcase(case_id, pattern) for pattern in self.cases)
-            and not any(fnmatch.fnmatchcase(case_id, pattern) for pattern in self.except_cases)
-        )
-
-    @property
-    def name(self) -> str:
-        return f"{self.level} {self.kind} {list(self.cases)} trl{self.trl}"
+# --- held to the listed divergences ---------------------------------------------------------
 
 
 def mismatches(entries: list[Divergence], reference: Outcome, trl: Outcome, case: str) -> list[str]:
@@ -250,7 +161,7 @@ def mismatches(entries: list[Divergence], reference: Outcome, trl: Outcome, case
         if not any(_under(path, listed) for listed in differs):
             problems.append(f"{path}: reference {in_reference!r}, TRL {in_trl!r} [{case}] (not a listed key)")
     for listed, expected in differs.items():
-        if _is_pattern(listed):
+        if is_pattern(listed):
             if not any(_under(path, listed) for path, _, _ in found):
                 problems.append(f"{listed}: no key differs any more [{case}] (listed key no longer differs)")
             continue
@@ -263,57 +174,6 @@ def mismatches(entries: list[Divergence], reference: Outcome, trl: Outcome, case
         if listed in listed_reference and not same(in_reference, listed_reference[listed]):
             problems.append(f"{listed}: reference {in_reference!r}, listed {listed_reference[listed]!r} [{case}]")
     return problems
-
-
-def load_divergences(path: Path = DIVERGENCES_FILE) -> list[Divergence]:
-    """Read and check the divergence file: every entry needs a known kind, a reason and its exact form."""
-    entries = tomllib.loads(path.read_text()).get("divergence", [])
-    divergences = []
-    for number, entry in enumerate(entries, 1):
-        where = f"{path.name} entry {number}"
-        missing, unknown = _FIELDS - set(entry), set(entry) - _FIELDS - _OPTIONAL
-        if missing or unknown:
-            raise ValueError(f"{where}: missing {sorted(missing)}, unknown {sorted(unknown)}")
-        kind = entry["kind"]
-        if kind not in KINDS:
-            raise ValueError(f"{where}: kind={kind!r}; accepted: {KINDS}")
-        SpecifierSet(entry["trl"])  # a bad specifier fails here, not in the middle of a run
-        wants = {"values-differ": {"differs"}, "trl-crashes": {"exception"}, "trl-rejects": {"exception"}}
-        allowed = {"values-differ": {"differs", "reference"}, "trl-crashes": {"exception", "message"}}
-        allowed["trl-rejects"] = allowed["trl-crashes"]
-        given = set(entry) & {"differs", "reference", "exception", "message"}
-        if wants.get(kind, set()) - given or given - allowed.get(kind, set()):
-            needed, accepted = sorted(wants.get(kind, set())), sorted(allowed.get(kind, set()))
-            raise ValueError(f"{where}: kind {kind} needs {needed} and accepts {accepted}; given {sorted(given)}")
-        differs, reference = decode(entry.get("differs", {})), decode(entry.get("reference", {}))
-        if kind == "values-differ" and not differs:
-            raise ValueError(f"{where}: differs is empty; name every key that differs and TRL's value there")
-        if set(reference) - set(differs):
-            raise ValueError(f"{where}: reference names keys not in differs: {sorted(set(reference) - set(differs))}")
-        if entry["level"] not in PATTERN_LEVELS:
-            loose = [key for key, value in differs.items() if value is ANY or _is_pattern(key)]
-            if loose:
-                raise ValueError(f"{where}: '<any>' and key patterns only at level {PATTERN_LEVELS}: {loose}")
-        if any(_is_pattern(key) and value is not ANY for key, value in differs.items()):
-            raise ValueError(f"{where}: a key pattern takes '<any>' (an exact key names TRL's value)")
-        divergences.append(
-            Divergence(
-                entry["level"],
-                tuple(entry["cases"]),
-                entry["trl"],
-                kind,
-                entry["reason"].strip(),
-                tuple(entry.get("except_cases", ())),
-                differs,
-                reference,
-                entry.get("exception"),
-                entry.get("message"),
-            )
-        )
-    return divergences
-
-
-DIVERGENCES = load_divergences()
 
 
 def explain(level: str, case_id: str, reference: Outcome, trl: Outcome, divergences=DIVERGENCES) -> str | None:
