@@ -108,11 +108,11 @@ def live_storages(model) -> list[tuple[int, int]]:
     """(data_ptr, nbytes) of every distinct CPU storage the model holds: parameters, buffers and
     bitsandbytes' quantization state. Used only to say *where* live tensors are, never how much
     memory they occupy (that is read from the machine)."""
-    from ..memory_model import _quant_state_tensors
+    from ..memory_model import quant_state_tensors
 
     seen: dict[int, int] = {}
     for tensor in (*model.parameters(), *model.buffers()):
-        for item in (tensor, *_quant_state_tensors(tensor)):
+        for item in (tensor, *quant_state_tensors(tensor)):
             if item.device.type == "cpu":
                 storage = item.untyped_storage()
                 seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
