@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from policyload.report.gate import parse_percent
+from policyload.report import parse_percent
 from policyload.report.runs import load_run
 from policyload.report.tables import format_bytes
 

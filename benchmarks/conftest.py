@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks.environment import device_info, library_versions
 from benchmarks.matrix import Checkpoint, cases, checkpoint_token
+from benchmarks.outcomes import error_outcome
 from fixtures.checkpoints import TINY_ARCHITECTURES, tiny_checkpoint
 from fixtures.realsize import REALSIZE_ARCHITECTURES, realsize_path
 
@@ -163,20 +164,6 @@ def read_bandwidth():
         return measured[key]
 
     return measure
-
-
-def error_outcome(excinfo) -> dict:
-    """A failed case's outcome: "oom" when the load ran out of memory (MemoryError, torch's
-    OutOfMemoryError, a fresh process killed by SIGKILL), else "failed"; the error's type and first line."""
-    error = excinfo.value
-    first_line = (str(error).strip().splitlines() or [""])[0]
-    oom = (
-        isinstance(error, MemoryError)
-        or type(error).__name__ == "OutOfMemoryError"
-        or "out of memory" in first_line.lower()
-        or "child died (signal 9" in first_line
-    )
-    return {"outcome": "oom" if oom else "failed", "error_type": type(error).__name__, "reason": first_line}
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from benchmarks import check_memory
-from benchmarks.conftest import error_outcome
+from benchmarks.outcomes import error_outcome
 from policyload.report import load_run, markdown_table
 
 RECORDED = Path(__file__).parent / "data" / "bench-cpu-quick.json"
