@@ -67,10 +67,10 @@ def test_device_map_none_is_the_keyword_left_out():
     assert "device_map" not in inspect.getsource(_BaseAutoModelClass.from_pretrained)
     config = transformers.LlamaConfig()
     config.quantization_config = {"quant_method": "bitsandbytes", "load_in_4bit": True}
-    unused = config.__class__.from_dict(
-        config.to_dict(), return_unused_kwargs=True, device_map=None, quantization_config=None
-    )[1]
-    assert unused == {"device_map": None}
+    from_dict = config.__class__.from_dict
+    assert from_dict(config.to_dict(), return_unused_kwargs=True, device_map=None)[1] == {"device_map": None}
+    replacement = {"quant_method": "bitsandbytes", "load_in_8bit": True}
+    assert from_dict(config.to_dict(), return_unused_kwargs=True, quantization_config=replacement)[1] == {}
 
 
 @pytest.mark.parametrize("fields", FIELD_CASES, ids=fields_id)
