@@ -18,13 +18,13 @@ from policyload.plan import TRL_RELEASE, DPOOptions
 
 from .trl_oracle import comparable_kwargs
 from .trl_release import TRL
+from .upstream_patches import _classes_with_own_from_pretrained
 
 # plan_dpo_loads describes one release's DPOTrainer; the others' plans are open work (issue 11).
 pytestmark = pytest.mark.skipif(
     TRL.base_version.rsplit(".", 1)[0] != TRL_RELEASE,
     reason=f"requires trl {TRL_RELEASE}.x: plan_dpo_loads describes that release's DPOTrainer, not trl {TRL}",
 )
-from .upstream_patches import _classes_with_own_from_pretrained
 
 
 def _tokenizer():
