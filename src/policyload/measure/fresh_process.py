@@ -17,7 +17,7 @@ import time
 
 from .latency import LatencyTracker
 from .nvml import NvmlTracker
-from .rss import RssTracker
+from .rss import RssTracker, reset_peak_rss
 
 SERVE_COMMAND = [sys.executable, "-m", "policyload.measure", "serve"]
 #: glibc's mmap threshold, pinned in the server (and so its forked children): allocations of 1 MiB
@@ -124,7 +124,7 @@ def measure_in_this_process(spec_fields: dict) -> dict:
     device = topology.device if topology.accelerator == "cuda" else None
     files = checkpoint_files(spec.model_name_or_path)
     evicted = host_memory.evict_from_page_cache(files) if files else False
-    host_memory.reset_peak()
+    reset_peak_rss()
     baseline = host_memory.proc_status()
     with RssTracker() as rss, LatencyTracker(device) as latency:
         model = load_policy(spec, topology)

@@ -37,15 +37,6 @@ def proc_status(path: str = "/proc/self/status") -> dict:
     return values
 
 
-def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (write 5 to /proc/self/clear_refs, Linux >= 4.0)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def trim_heap() -> bool:
     """Give the C heap's free pages back to the kernel (glibc `malloc_trim(0)`); False elsewhere."""
     try:
