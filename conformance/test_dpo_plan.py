@@ -1,30 +1,75 @@
-"""`plan_dpo_loads` against TRL's own `DPOTrainer` construction: EVERY outermost `from_pretrained`
-call is recorded (and really made, on a tiny checkpoint), and the sequence must equal the plan.
+"""Level "dpo-plan": `plan_dpo_loads` against what TRL's DPO recipe really loads, on every release.
 
-CPU, distributed type NO: the cases this machine can construct for real. PEFT cases need peft.
+TRL's own `trl.scripts.dpo.main` runs for real on a tiny checkpoint (with a tokenizer), stopped
+before `trainer.train()`; for a policy given as an instance, `DPOTrainer` is constructed directly
+with a loaded model, as a user's script would. Every outermost `from_pretrained` and every
+`deepcopy` of a model is recorded (`dpo_recording`), with the adapter PEFT built, and the whole
+sequence is compared with the plan: agreement, or exactly a `divergences.toml` entry.
+
+Distributed types are simulated on this CPU where DPOTrainer reads them to decide a load: its
+`args.distributed_state.distributed_type` (MULTI_GPU, DEEPSPEED, FSDP), and under FSDP the
+trainer's `is_fsdp_enabled` (`trainer_patches`); the process itself stays one plain CPU process.
+DeepSpeed itself is not simulated: `is_deepspeed_enabled` decides no load, only how the reference
+is wrapped.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from unittest import mock
+import contextlib
+import shutil
+from dataclasses import dataclass
 
 import pytest
-import torch
 
 from fixtures.preference_data import ROWS
 from policyload import LoadSpec, Topology, plan_dpo_loads
-from policyload.plan import TRL_RELEASE, DPOOptions
+from policyload.cases import DTYPE_TOKENS
+from policyload.plan import DPOOptions
 
-from .trl_oracle import comparable_kwargs
-from .trl_release import TRL
-from .upstream_patches import _classes_with_own_from_pretrained
+from .agreement import Outcome, assert_agrees, observe
+from .dpo_recording import Recorded, every_load, flat, observed, planned
+from .trainer_patches import args_see_distributed_type, recipe_stops_before_training, trainer_sees_fsdp
+from .trl_oracle import model_config, reference_spec
+from .trl_release import FACTS
 
-# plan_dpo_loads describes one release's DPOTrainer; the others' plans are open work (issue 11).
-pytestmark = pytest.mark.skipif(
-    TRL.base_version.rsplit(".", 1)[0] != TRL_RELEASE,
-    reason=f"requires trl {TRL_RELEASE}.x: plan_dpo_loads describes that release's DPOTrainer, not trl {TRL}",
-)
+LEVEL = "dpo-plan"
+MODES = ("full", "precompute", "peft", "qlora")
+
+
+@dataclass(frozen=True)
+class DPOCase:
+    dtype: str
+    mode: str
+    distributed_type: str = "NO"
+    policy: str = "path"  # or "instance": a loaded model given to DPOTrainer
+
+    def __str__(self) -> str:
+        return f"dpo-{DTYPE_TOKENS[self.dtype]}-{self.mode}-{self.distributed_type}-{self.policy}"
+
+    @property
+    def fields(self) -> dict:
+        """`ModelConfig` fields (LoadSpec names, plus `use_peft`)."""
+        quantized = {"load_in_4bit": True} if self.mode == "qlora" else {}
+        return {"dtype": self.dtype, "use_peft": self.mode in ("peft", "qlora"), **quantized}
+
+    @property
+    def options(self) -> DPOOptions:
+        return DPOOptions(
+            use_peft=self.mode in ("peft", "qlora"),
+            precompute_ref_log_probs=self.mode == "precompute",
+            distributed_type=self.distributed_type,
+            policy_as_instance=self.policy == "instance",
+        )
+
+
+CASES = [
+    *[DPOCase(dtype, mode) for dtype in ("float32", "bfloat16") for mode in ("full", "precompute", "peft")],
+    DPOCase("bfloat16", "qlora"),
+    *[DPOCase("bfloat16", mode, policy="instance") for mode in ("full", "precompute", "peft")],
+    DPOCase("float32", "full", policy="instance"),
+    *[DPOCase("bfloat16", mode, dist) for dist in ("MULTI_GPU", "DEEPSPEED", "FSDP") for mode in ("full", "precompute")],
+    *[DPOCase("bfloat16", mode, dist, "instance") for dist, mode in (("MULTI_GPU", "full"), ("FSDP", "precompute"))],
+]
 
 
 def _tokenizer():
@@ -38,82 +83,109 @@ def _tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
 
 
-def record_trainer_loads(path: str, spec: LoadSpec, options: DPOOptions, output_dir) -> list[tuple[str, dict]]:
-    """Construct TRL's DPOTrainer as `scripts/dpo.py` does; return every outermost from_pretrained call."""
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+@pytest.fixture(scope="session")
+def dpo_checkpoint(tiny_checkpoints, tmp_path_factory):
+    """The tiny Llama with a tokenizer beside it: the recipe loads its processing class from the path."""
+    folder = tmp_path_factory.mktemp("dpo-checkpoint")
+    for file in tiny_checkpoints["llama"].iterdir():
+        shutil.copy(file, folder / file.name)
+    _tokenizer().save_pretrained(folder)
+    return folder
 
-    originals = {cls: cls.__dict__["from_pretrained"] for cls in _classes_with_own_from_pretrained()}
-    calls, depth = [], [0]
 
-    def replacement(cls, model_path, *args, **kwargs):
-        if depth[0] == 0:
-            calls.append((str(model_path), dict(kwargs)))
-        owner = next(klass for klass in cls.__mro__ if klass in originals)
-        depth[0] += 1
-        try:
-            return originals[owner].__func__(cls, model_path, *args, **kwargs)
-        finally:
-            depth[0] -= 1
+def _training_args(case: DPOCase, output_dir):
+    from trl import DPOConfig
 
-    # scripts/dpo.py: model_init_kwargs = dict(revision, trust_remote_code, attn_implementation, dtype)
-    model_init_kwargs = dict(
-        revision=spec.model_revision,
-        trust_remote_code=spec.trust_remote_code,
-        attn_implementation=spec.attn_implementation,
-        dtype=spec.dtype,
-    )
-    args = DPOConfig(
+    trust = {"trust_remote_code": False} if FACTS.trust_remote_code_on == "DPOConfig" else {}
+    return DPOConfig(
         output_dir=str(output_dir),
         report_to="none",
         bf16=False,
-        model_init_kwargs=model_init_kwargs,
-        precompute_ref_log_probs=options.precompute_ref_log_probs,
+        precompute_ref_log_probs=case.mode == "precompute",
         per_device_train_batch_size=2,
+        **trust,
     )
-    with mock.patch.multiple("torch.cuda", is_available=lambda: False), _patched(originals, replacement):
-        DPOTrainer(model=path, args=args, train_dataset=Dataset.from_list(ROWS), processing_class=_tokenizer())
-    return calls
 
 
-class _patched:
-    def __init__(self, originals, replacement):
-        self.patches = [mock.patch.object(cls, "from_pretrained", classmethod(replacement)) for cls in originals]
-
-    def __enter__(self):
-        for patch in self.patches:
-            patch.start()
-
-    def __exit__(self, *exc):
-        for patch in reversed(self.patches):
-            patch.stop()
-
-
-def _plan_calls(path: str, spec: LoadSpec, options: DPOOptions) -> list[tuple[str, dict]]:
-    plan = plan_dpo_loads(spec, options, Topology(None))
-    return [(path, comparable_kwargs(load.kwargs)) for load in plan.loads]
+@contextlib.contextmanager
+def _machine(case: DPOCase, args):
+    """This machine as it is (the plan is asked for its topology), with `case`'s distributed type
+    where DPOTrainer reads it (`args.distributed_state.distributed_type`), and FSDP's flag."""
+    with contextlib.ExitStack() as stack:
+        if case.distributed_type != "NO":
+            stack.enter_context(args_see_distributed_type(args, case.distributed_type))
+        if case.distributed_type == "FSDP":
+            stack.enter_context(trainer_sees_fsdp())
+        yield
 
 
-@pytest.mark.parametrize(
-    "options",
-    [DPOOptions(), DPOOptions(precompute_ref_log_probs=True)],
-    ids=["full-finetune", "precompute"],
-)
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_trainer_loads_match_plan(options, dtype, tiny_checkpoints, tmp_path):
-    path = str(tiny_checkpoints["llama"])
-    spec = LoadSpec(path, dtype=dtype)
-    recorded = record_trainer_loads(path, spec, options, tmp_path)
-    assert [(p, comparable_kwargs(k)) for p, k in recorded] == _plan_calls(path, spec, options)
+def trl_loads(case: DPOCase, path: str, dataset_dir, output_dir) -> dict:
+    """What TRL's recipe (or, for an instance, its trainer) loads for `case`, in the shared shape."""
+    from trl import DatasetMixtureConfig, DPOTrainer, ScriptArguments, get_peft_config
+    from trl.scripts import dpo
+
+    args = _training_args(case, output_dir)
+    if case.policy == "path":
+        constructed = []
+        arguments = (ScriptArguments(dataset_name=str(dataset_dir)), args, model_config(path, **case.fields))
+        with _machine(case, args), recipe_stops_before_training(constructed), every_load() as loads:
+            dpo.main(*arguments, DatasetMixtureConfig())
+        return observed(loads, constructed[0], policy_given=False)
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    policy = AutoModelForCausalLM.from_pretrained(path, dtype=case.dtype)
+    peft_config = get_peft_config(model_config(path, **case.fields))
+    with _machine(case, args), every_load() as loads:
+        trainer = DPOTrainer(
+            model=policy,
+            args=args,
+            train_dataset=Dataset.from_list(ROWS),
+            processing_class=_tokenizer(),
+            peft_config=peft_config,
+        )
+    return observed(loads, trainer, policy_given=True)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="requires peft")
-def test_peft_trainer_loads_only_the_policy(tiny_checkpoints, tmp_path):
-    pytest.skip("requires peft: the recorded run with a LoraConfig is not written yet")
+def plan_loads(case: DPOCase, path: str) -> dict:
+    """The plan for `case` in the shared shape; an instance's values read off a model loaded alike."""
+    if case.policy == "path":
+        return planned(plan_dpo_loads(reference_spec(path, case.fields), case.options, Topology.detect()), path)
+    from transformers import AutoModelForCausalLM
+
+    policy = AutoModelForCausalLM.from_pretrained(path, dtype=case.dtype)
+    return planned(plan_dpo_loads(LoadSpec(path, dtype=case.dtype), case.options, Topology.detect()), path, policy)
 
 
-def test_recorder_sees_every_call(tiny_checkpoints, tmp_path):
-    """The recorder is not blind: a full fine-tune makes exactly two loads, both recorded with dtype."""
-    path = str(tiny_checkpoints["llama"])
-    recorded = record_trainer_loads(path, LoadSpec(path, dtype="float32"), DPOOptions(), tmp_path)
-    assert len(recorded) == 2 and all(kwargs["dtype"] == torch.float32 for _, kwargs in recorded)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_dpo_loads_match_plan(case, dpo_checkpoint, preference_data, tmp_path, record_observation):
+    path = str(dpo_checkpoint)
+    trl = observe(trl_loads, case, path, preference_data, tmp_path)
+    record_observation(str(case), Outcome(value=flat(trl.value)) if trl.error is None else trl)
+    assert_agrees(LEVEL, str(case), observe(plan_loads, case, path), trl)
+
+
+def test_recorder_sees_every_outermost_load(dpo_checkpoint):
+    """The recorder is neither blind nor double-counting: two loads are two records (the second with
+    its own keywords), the model-class call inside the auto class's is not one, a deepcopy of a model
+    is a copy, a deepcopy of a dict is nothing."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with every_load() as loads:
+        model = AutoModelForCausalLM.from_pretrained(str(dpo_checkpoint), dtype=torch.float32)
+        AutoModelForCausalLM.from_pretrained(str(dpo_checkpoint), dtype=torch.bfloat16)
+        copy.deepcopy(model)
+        copy.deepcopy({"a": 1})
+    assert loads == [
+        Recorded("disk", {"dtype": torch.float32}),
+        Recorded("disk", {"dtype": torch.bfloat16}),
+        Recorded("copy", None),
+    ]
+
+
+def test_case_ids_spell_the_case():
+    assert [str(case) for case in CASES[:2]] == ["dpo-fp32-full-NO-path", "dpo-fp32-precompute-NO-path"]
+    assert len({str(case) for case in CASES}) == len(CASES)
