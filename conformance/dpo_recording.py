@@ -107,7 +107,11 @@ def observed(loads: list[Recorded], trainer, policy_given: bool) -> dict:
     value = {"policy": {"source": "instance"}} if policy_given else {}
     for number, load in enumerate(loads):
         role = roles[number] if number < len(roles) else f"load{number + 1 + policy_given}"
-        value[role] = {"source": load.source} if load.kwargs is None else {"source": load.source, "kwargs": comparable_kwargs(load.kwargs)}
+        value[role] = (
+            {"source": load.source}
+            if load.kwargs is None
+            else {"source": load.source, "kwargs": comparable_kwargs(load.kwargs)}
+        )
     if "reference" in value:
         value["reference"]["freed_after_precompute"] = trainer.ref_model is None
     adapter = observed_adapter(trainer.model)

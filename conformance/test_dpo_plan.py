@@ -67,7 +67,11 @@ CASES = [
     DPOCase("bfloat16", "qlora"),
     *[DPOCase("bfloat16", mode, policy="instance") for mode in ("full", "precompute", "peft")],
     DPOCase("float32", "full", policy="instance"),
-    *[DPOCase("bfloat16", mode, dist) for dist in ("MULTI_GPU", "DEEPSPEED", "FSDP") for mode in ("full", "precompute")],
+    *[
+        DPOCase("bfloat16", mode, dist)
+        for dist in ("MULTI_GPU", "DEEPSPEED", "FSDP")
+        for mode in ("full", "precompute")
+    ],
     *[DPOCase("bfloat16", mode, dist, "instance") for dist, mode in (("MULTI_GPU", "full"), ("FSDP", "precompute"))],
 ]
 

@@ -101,7 +101,9 @@ def trainer_sees_fsdp():
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(
-            mock.patch.object(transformers.Trainer, "create_accelerator_and_postprocess", create_accelerator_and_postprocess)
+            mock.patch.object(
+                transformers.Trainer, "create_accelerator_and_postprocess", create_accelerator_and_postprocess
+            )
         )
         if hasattr(dpo_trainer, "prepare_fsdp"):
             stack.enter_context(mock.patch.object(dpo_trainer, "prepare_fsdp", lambda model, accelerator: model))
