@@ -135,7 +135,7 @@ def trl_loads(case: DPOCase, path: str, dataset_dir, output_dir) -> dict:
         with _machine(case, args), recipe_stops_before_training(constructed), every_load() as loads:
             dpo.main(*arguments, DatasetMixtureConfig())
         return observed(loads, constructed[0], policy_given=False)
-    from datasets import Dataset
+    from datasets import load_dataset
     from transformers import AutoModelForCausalLM
 
     policy = AutoModelForCausalLM.from_pretrained(path, dtype=case.dtype)
@@ -144,7 +144,9 @@ def trl_loads(case: DPOCase, path: str, dataset_dir, output_dir) -> dict:
         trainer = DPOTrainer(
             model=policy,
             args=args,
-            train_dataset=Dataset.from_list(ROWS),
+            # From disk, as the recipe loads it: TRL 1.7's precompute reads its cache file back, and an
+            # in-memory data set (Dataset.from_list) never writes one (FileNotFoundError).
+            train_dataset=load_dataset(str(dataset_dir))["train"],
             processing_class=_tokenizer(),
             peft_config=peft_config,
         )
