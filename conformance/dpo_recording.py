@@ -170,12 +170,12 @@ def planned_adapter(plan, path: str) -> dict:
 
 
 def flat(value: dict, prefix: str = "") -> dict:
-    """The shared shape as `role.field` keys for the drift report (`reference.kwargs.dtype`);
-    `device_map` and `quantization_config` stay whole, as the recipe level records them."""
+    """The shared shape as `role.field` keys for the drift report (`reference.kwargs.dtype`,
+    `policy.kwargs.quantization_config.bnb_4bit_quant_storage`); a `device_map` stays whole."""
     flattened = {}
     for key, item in value.items():
         path = f"{prefix}{key}"
-        if isinstance(item, dict) and key not in ("device_map", "quantization_config"):
+        if isinstance(item, dict) and key != "device_map":
             flattened.update(flat(item, path + "."))
         else:
             flattened[path] = item

@@ -52,6 +52,11 @@ def test_identical_runs_say_no_change():
         ("device_map", "bf16-8bit-nf4-flat-defstore-cuda1", "device_map"),
         ("error", "auto-4bit-nf4-flat-defstore-cpu", "crash"),
         ("revision", "defaults", "other (revision)"),
+        ("reference.kwargs.dtype", "dpo-bf16-full-NO-instance", "reference"),
+        ("reference", "dpo-bf16-precompute-FSDP-path", "reference"),
+        ("adapter.dtype", "dpo-bf16-qlora-NO-path", "adapter"),
+        ("policy.kwargs.device_map", "dpo-bf16-full-NO-path", "device_map"),
+        ("policy.kwargs.quantization_config.bnb_4bit_quant_storage", "dpo-bf16-qlora-NO-path", "quant storage"),
     ],
 )
 def test_cause_names_the_reason(keyword, case_id, expected):
@@ -80,3 +85,55 @@ def test_fresh_clone_without_observations_is_told_to_run_the_matrix_first(tmp_pa
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty")])
     assert "need the observations of at least two TRL releases; got []" in capsys.readouterr().err
+
+
+# DPO-plan observations (conformance/test_dpo_plan.py): fields keyed `<role>.<field>`.
+DPO_OLD = {
+    "trl": "1.9.2",
+    "observations": {
+        "dpo-bf16-full-NO-instance": {
+            "policy.source": "instance",
+            "reference.source": "disk",
+            "reference.kwargs.trust_remote_code": False,
+            "reference.kwargs.dtype": "float32",
+            "reference.freed_after_precompute": False,
+        },
+        "dpo-bf16-precompute-FSDP-path": {
+            "policy.source": "disk",
+            "policy.kwargs.dtype": "bfloat16",
+            "policy.kwargs.device_map": "auto",
+        },
+    },
+}
+DPO_NEW = {
+    "trl": "1.16.0",
+    "observations": {
+        "dpo-bf16-full-NO-instance": {
+            "policy.source": "instance",
+            "reference.source": "disk",
+            "reference.kwargs.trust_remote_code": False,
+            "reference.kwargs.dtype": "bfloat16",
+            "reference.kwargs.attn_implementation": "sdpa",
+            "reference.freed_after_precompute": False,
+        },
+        "dpo-bf16-precompute-FSDP-path": {
+            "policy.source": "disk",
+            "policy.kwargs.dtype": "bfloat16",
+            "reference.source": "disk",
+            "reference.kwargs.dtype": "bfloat16",
+            "reference.freed_after_precompute": True,
+        },
+    },
+}
+
+
+def test_reference_changes_are_rows_of_their_own_and_a_new_reference_is_one_row():
+    assert drift_table([DPO_OLD, DPO_NEW]).splitlines()[2:] == [
+        "| 1.9.2 -> 1.16.0 | device_map | `policy.kwargs.device_map` | 'auto' -> '<absent>' (1) "
+        "| `dpo-bf16-precompute-FSDP-path` |",
+        "| 1.9.2 -> 1.16.0 | reference | `reference` | '<absent>' -> 'disk' (1) | `dpo-bf16-precompute-FSDP-path` |",
+        "| 1.9.2 -> 1.16.0 | reference | `reference.kwargs.attn_implementation` | '<absent>' -> 'sdpa' (1) "
+        "| `dpo-bf16-full-NO-instance` |",
+        "| 1.9.2 -> 1.16.0 | reference | `reference.kwargs.dtype` | 'float32' -> 'bfloat16' (1) "
+        "| `dpo-bf16-full-NO-instance` |",
+    ]

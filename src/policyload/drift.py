@@ -31,8 +31,19 @@ class DriftError(Exception):
     """The input cannot make a drift report; `main()` prints it as `error: ...` and exits 2."""
 
 
+#: The models of a DPO-plan observation (`conformance/test_dpo_plan.py`), whose fields it keys as
+#: `<role>.<field>` (`reference.kwargs.dtype`, `adapter.dtype`).
+ROLES = ("policy", "reference", "adapter")
+
+
 def cause(keyword: str, case_id: str) -> str:
-    """Name the cause of a difference by the keyword that changed and the case it changed in."""
+    """Name the cause of a difference by the keyword that changed and the case it changed in: a
+    change to the reference or the adapter is that model's; a policy keyword is read as a recipe's."""
+    role, _, rest = keyword.partition(".")
+    if role in ("reference", "adapter"):
+        return role
+    if role == "policy" and rest.startswith("kwargs."):
+        return cause(rest.removeprefix("kwargs."), case_id)
     if keyword == "error":
         return "crash"
     if keyword == "quantization_config.bnb_4bit_quant_storage":
@@ -57,11 +68,26 @@ def flatten(kwargs) -> dict:
     return flat
 
 
+def whole_roles(old: dict, new: dict) -> tuple[dict, dict]:
+    """A model loaded in one run and not in the other is one change (`reference`: 'disk' ->
+    '<absent>'), not one per field: its fields are replaced by the role, valued by its source."""
+    old, new = dict(old), dict(new)
+    for role in ROLES:
+        fields = [{key for key in run if key.startswith(role + ".")} for run in (old, new)]
+        if bool(fields[0]) != bool(fields[1]):
+            for run, keys in zip((old, new), fields, strict=True):
+                if keys:
+                    run[role] = run.get(f"{role}.source", "loaded")
+                    for key in keys:
+                        del run[key]
+    return old, new
+
+
 def differences(before: dict, after: dict) -> list[tuple[str, str, object, object]]:
     """(case id, keyword, before, after) for every keyword that differs between two runs."""
     rows = []
     for case_id in sorted(set(before) & set(after)):
-        old, new = flatten(before[case_id]), flatten(after[case_id])
+        old, new = whole_roles(flatten(before[case_id]), flatten(after[case_id]))
         for keyword in sorted(set(old) | set(new)):
             was, now = old.get(keyword, ABSENT), new.get(keyword, ABSENT)
             if was != now:
