@@ -31,6 +31,7 @@ from .dpo_recording import Recorded, every_load, flat, observed, planned
 from .trainer_patches import args_see_distributed_type, recipe_stops_before_training, trainer_sees_fsdp
 from .trl_oracle import model_config, reference_spec
 from .trl_release import FACTS
+from .upstream_patches import trl_device_decider, trl_partial_state
 
 LEVEL = "dpo-plan"
 MODES = ("full", "precompute", "peft", "qlora")
@@ -42,9 +43,12 @@ class DPOCase:
     mode: str
     distributed_type: str = "NO"
     policy: str = "path"  # or "instance": a loaded model given to DPOTrainer
+    #: None: this machine; a Topology: what TRL's device decider (`create_model_from_path`) sees.
+    topology: Topology | None = None
 
     def __str__(self) -> str:
-        return f"dpo-{DTYPE_TOKENS[self.dtype]}-{self.mode}-{self.distributed_type}-{self.policy}"
+        machine = f"-{self.topology.token}" if self.topology else ""
+        return f"dpo-{DTYPE_TOKENS[self.dtype]}-{self.mode}-{self.distributed_type}-{self.policy}{machine}"
 
     @property
     def fields(self) -> dict:
@@ -73,6 +77,8 @@ CASES = [
         for mode in ("full", "precompute")
     ],
     *[DPOCase("bfloat16", mode, dist, "instance") for dist, mode in (("MULTI_GPU", "full"), ("FSDP", "precompute"))],
+    # On a GPU, FSDP keeps create_model_from_path's "auto" where MULTI_GPU and DEEPSPEED pass None.
+    *[DPOCase("bfloat16", "full", dist, topology=Topology("cuda", 0)) for dist in ("MULTI_GPU", "FSDP")],
 ]
 
 
@@ -114,8 +120,12 @@ def _training_args(case: DPOCase, output_dir):
 @contextlib.contextmanager
 def _machine(case: DPOCase, args):
     """This machine as it is (the plan is asked for its topology), with `case`'s distributed type
-    where DPOTrainer reads it (`args.distributed_state.distributed_type`), and FSDP's flag."""
+    where DPOTrainer reads it (`args.distributed_state.distributed_type`), and FSDP's flag. With a
+    `case.topology`, TRL's device decider alone sees it (the weights still load on this CPU: "auto"
+    resolves to it)."""
     with contextlib.ExitStack() as stack:
+        if case.topology is not None:
+            stack.enter_context(trl_partial_state(trl_device_decider(), case.topology))
         if case.distributed_type != "NO":
             stack.enter_context(args_see_distributed_type(args, case.distributed_type))
         if case.distributed_type == "FSDP":
@@ -156,7 +166,8 @@ def trl_loads(case: DPOCase, path: str, dataset_dir, output_dir) -> dict:
 def plan_loads(case: DPOCase, path: str) -> dict:
     """The plan for `case` in the shared shape; an instance's values read off a model loaded alike."""
     if case.policy == "path":
-        return planned(plan_dpo_loads(reference_spec(path, case.fields), case.options, Topology.detect()), path)
+        topology = case.topology or Topology.detect()
+        return planned(plan_dpo_loads(reference_spec(path, case.fields), case.options, topology), path)
     from transformers import AutoModelForCausalLM
 
     policy = AutoModelForCausalLM.from_pretrained(path, dtype=case.dtype)

@@ -153,12 +153,19 @@ def trl_device_decider():
 
 
 class _FakeState:
-    """Stands in for accelerate's `PartialState` as TRL reads it: the local rank and the device."""
+    """Stands in for accelerate's `PartialState` as TRL reads it: the local rank and the device; any
+    other attribute (`main_process_first`, used by TRL's data preparation in the same module) is this
+    process's real state's."""
 
     def __init__(self, topology: Topology):
         self.local_process_index = topology.local_process_index
         index = topology.local_process_index if topology.accelerator else None
         self.device = torch.device(topology.accelerator or "cpu", index)
+
+    def __getattr__(self, name):
+        from accelerate import PartialState
+
+        return getattr(PartialState(), name)
 
 
 @contextlib.contextmanager
