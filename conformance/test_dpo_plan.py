@@ -17,69 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from dataclasses import dataclass
 
 import pytest
 
 from fixtures.preference_data import ROWS
 from policyload import LoadSpec, Topology, plan_dpo_loads
-from policyload.cases import DTYPE_TOKENS
-from policyload.plan import DPOOptions
 
 from .agreement import Outcome, assert_agrees, observe
+from .dpo_cases import CASES, DPO_LEVEL, DPOCase
 from .dpo_recording import Recorded, every_load, flat, observed, planned
 from .trainer_patches import args_see_distributed_type, recipe_stops_before_training, trainer_sees_fsdp
 from .trl_oracle import model_config, reference_spec
 from .trl_release import FACTS
 from .upstream_patches import trl_device_decider, trl_partial_state
-
-LEVEL = "dpo-plan"
-MODES = ("full", "precompute", "peft", "qlora")
-
-
-@dataclass(frozen=True)
-class DPOCase:
-    dtype: str
-    mode: str
-    distributed_type: str = "NO"
-    policy: str = "path"  # or "instance": a loaded model given to DPOTrainer
-    #: None: this machine; a Topology: what TRL's device decider (`create_model_from_path`) sees.
-    topology: Topology | None = None
-
-    def __str__(self) -> str:
-        machine = f"-{self.topology.token}" if self.topology else ""
-        return f"dpo-{DTYPE_TOKENS[self.dtype]}-{self.mode}-{self.distributed_type}-{self.policy}{machine}"
-
-    @property
-    def fields(self) -> dict:
-        """`ModelConfig` fields (LoadSpec names, plus `use_peft`)."""
-        quantized = {"load_in_4bit": True} if self.mode == "qlora" else {}
-        return {"dtype": self.dtype, "use_peft": self.mode in ("peft", "qlora"), **quantized}
-
-    @property
-    def options(self) -> DPOOptions:
-        return DPOOptions(
-            use_peft=self.mode in ("peft", "qlora"),
-            precompute_ref_log_probs=self.mode == "precompute",
-            distributed_type=self.distributed_type,
-            policy_as_instance=self.policy == "instance",
-        )
-
-
-CASES = [
-    *[DPOCase(dtype, mode) for dtype in ("float32", "bfloat16") for mode in ("full", "precompute", "peft")],
-    DPOCase("bfloat16", "qlora"),
-    *[DPOCase("bfloat16", mode, policy="instance") for mode in ("full", "precompute", "peft")],
-    DPOCase("float32", "full", policy="instance"),
-    *[
-        DPOCase("bfloat16", mode, dist)
-        for dist in ("MULTI_GPU", "DEEPSPEED", "FSDP")
-        for mode in ("full", "precompute")
-    ],
-    *[DPOCase("bfloat16", mode, dist, "instance") for dist, mode in (("MULTI_GPU", "full"), ("FSDP", "precompute"))],
-    # On a GPU, FSDP keeps create_model_from_path's "auto" where MULTI_GPU and DEEPSPEED pass None.
-    *[DPOCase("bfloat16", "full", dist, topology=Topology("cuda", 0)) for dist in ("MULTI_GPU", "FSDP")],
-]
 
 
 def _tokenizer():
@@ -179,7 +129,7 @@ def test_dpo_loads_match_plan(case, dpo_checkpoint, preference_data, tmp_path, r
     path = str(dpo_checkpoint)
     trl = observe(trl_loads, case, path, preference_data, tmp_path)
     record_observation(str(case), Outcome(value=flat(trl.value)) if trl.error is None else trl)
-    assert_agrees(LEVEL, str(case), observe(plan_loads, case, path), trl)
+    assert_agrees(DPO_LEVEL, str(case), observe(plan_loads, case, path), trl)
 
 
 def test_recorder_sees_every_outermost_load(dpo_checkpoint):
