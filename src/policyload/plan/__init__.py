@@ -5,9 +5,14 @@ Describes **TRL 1.16** (`trainer/dpo_trainer.py`, `DPOTrainer.__init__`; `traine
 `create_model_from_path`; `scripts/dpo.py`), read line by line; each module quotes the lines of its
 part: `loads` the policy and reference loads, `adapter` the LoRA adapter.
 
-Older releases, as reported in the issue (reported, not verified): TRL < 1.8 loaded the reference
-without the `device_map=None` rule and without the `dtype`/`attn_implementation` setdefaults (those
-are new in 1.16); TRL 1.2 loaded no reference at all with `precompute_ref_log_probs`, FSDP included.
+Older releases are not planned here: what each release of the TRL matrix (0.25.1 to 1.9.2) loads
+differently was read off its source and is checked against it, each difference an exact `dpo-plan`
+entry of `conformance/divergences.toml` with the line that explains it (`conformance/test_dpo_plan.py`
+runs TRL's recipe and records every load). In short: before 0.29 the recipe loads the reference itself
+(a policy instance gets a deep copy); 0.29-1.4 reload it without the policy's keywords; 1.5-1.9 pass
+`device_map="auto"` on CPU too; until 1.15 an instance's reference is float32 with the default
+attention (the `dtype`/`attn_implementation` setdefaults are new in 1.16); 1.2-1.14 load no reference
+with `precompute_ref_log_probs`, FSDP included.
 
 The modules, one job each: `options` holds `DPOOptions` and its validation, `loads` the plan
 (`plan_dpo_loads`, `Load`, `DPOPlan`), `adapter` the LoRA adapter (targets, dtype, parameters),
