@@ -10,7 +10,7 @@ differently was read off its source and is checked against it, each difference a
 entry of `conformance/divergences.toml` with the line that explains it (`conformance/test_dpo_plan.py`
 runs TRL's recipe and records every load). In short: before 0.29 the recipe loads the reference itself
 (a policy instance gets a deep copy); 0.29-1.4 reload it without the policy's keywords; 1.5-1.9 pass
-`device_map="auto"` on CPU too; until 1.15 an instance's reference is float32 with the default
+`device_map="auto"` on CPU too; in 0.29-1.15 an instance's reference is float32 with the default
 attention (the `dtype`/`attn_implementation` setdefaults are new in 1.16); 1.2-1.14 load no reference
 with `precompute_ref_log_probs`, FSDP included.
 
