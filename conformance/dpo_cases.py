@@ -4,7 +4,7 @@ type, how the policy is given, and (optionally) the machine TRL's device decider
 Here, not in the test module, so that `cases.all_case_ids` can check that every `dpo-plan` entry of
 `divergences.toml` names cases that exist. Modes: `full` (full fine-tune), `precompute`
 (`precompute_ref_log_probs`), `peft` (the recipe's `--use_peft`), `qlora` (`--use_peft` on a 4-bit
-policy), `4bit-full` (a 4-bit policy without PEFT, which both refuse with ValueError).
+policy), `4bit-nopeft` (a 4-bit policy without PEFT, which both refuse with ValueError).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class DPOCase:
     @property
     def fields(self) -> dict:
         """`ModelConfig` fields (LoadSpec names, plus `use_peft`)."""
-        quantized = {"load_in_4bit": True} if self.mode in ("qlora", "4bit-full") else {}
+        quantized = {"load_in_4bit": True} if self.mode in ("qlora", "4bit-nopeft") else {}
         return {"dtype": self.dtype, "use_peft": self.mode in ("peft", "qlora"), **quantized}
 
     @property
@@ -50,7 +50,7 @@ class DPOCase:
 CASES = [
     *[DPOCase(dtype, mode) for dtype in ("float32", "bfloat16") for mode in ("full", "precompute", "peft")],
     DPOCase("bfloat16", "qlora"),
-    DPOCase("bfloat16", "4bit-full"),  # refused: transformers' Trainer will not fine-tune a 4-bit model
+    DPOCase("bfloat16", "4bit-nopeft"),  # refused: transformers' Trainer will not fine-tune a 4-bit model
     *[DPOCase("bfloat16", mode, policy="instance") for mode in ("full", "precompute", "peft")],
     DPOCase("float32", "full", policy="instance"),
     *[
