@@ -106,6 +106,11 @@ def load_implementation(value: str) -> Implementation:
     return implementation
 
 
+def builtin_implementations() -> list[Implementation]:
+    """Every built-in adapter (defining one imports nothing of its framework)."""
+    return [load_implementation(name) for name in BUILTIN]
+
+
 @cache
 def selected() -> Implementation:
     """The implementation this run checks: `$POLICYLOAD_IMPLEMENTATION`, else the reference."""

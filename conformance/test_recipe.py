@@ -1,4 +1,5 @@
-"""Level 3: what TRL's own DPO entry point passes to `from_pretrained`, against `build_model_kwargs`.
+"""Level 3: what TRL's own DPO entry point passes to `from_pretrained`, against the implementation's
+full keyword set (the reference's `build_model_kwargs` by default).
 
 The reference side is `build_model_kwargs(LoadSpec.from_model_config(cfg))` of the very
 `ModelConfig` TRL reads, which is how a TRL user reaches policyload.
@@ -14,15 +15,22 @@ import transformers
 
 from policyload import LoadSpec, Topology, build_model_kwargs
 
-from .agreement import assert_agrees, observe, same
+from .agreement import Outcome, assert_agrees, observe, same
 from .cases import FIELD_CASES, RECIPE_LEVEL, TRUST_REMOTE_CODE_CASE, fields_id, recipe_case_id, recipe_cases
 from .contract_recording import RECORDED, RECORDED_TRL, kbit_recipe_cases, recipe_device_map, recorded_here
+from .implementation import selected
 from .trl_oracle import comparable_kwargs, model_config, recipe_kwargs, reference_spec
 from .trl_release import TRL
 
 
 def reference(path: str, fields: dict, topology: Topology) -> dict:
     return comparable_kwargs(build_model_kwargs(reference_spec(path, fields), topology))
+
+
+def implementation(path: str, fields: dict, topology: Topology) -> Outcome:
+    """The implementation under test's keywords, observed (skips the test where it has none)."""
+    model_kwargs = selected().function(RECIPE_LEVEL)
+    return observe(lambda: comparable_kwargs(model_kwargs(path, fields, topology)))
 
 
 @pytest.mark.parametrize("case, topology", recipe_cases())
@@ -37,9 +45,10 @@ def test_recipe_kwargs_match_trl(case, topology, tiny_checkpoints, preference_da
             f"device_map: trl {TRL} {observed!r}, recorded {recorded!r} [{case_id}]: the recording is stale; "
             "re-record (python -m conformance.contract_recording --write)"
         )
-    assert_agrees(RECIPE_LEVEL, case_id, observe(reference, path, case.model_config_fields(), topology), trl)
+    assert_agrees(RECIPE_LEVEL, case_id, implementation(path, case.model_config_fields(), topology), trl)
 
 
+@pytest.mark.skipif(not selected().is_reference, reason="checks the reference's keywords against TRL 1.7.1's recording")
 @pytest.mark.parametrize("case, topology", kbit_recipe_cases())
 def test_recipe_device_map_matches_recorded_contract(case, topology, tiny_checkpoints):
     """On every release, TRL's newest included: the reference's k-bit device_map against what TRL's
@@ -79,7 +88,7 @@ def test_recipe_passes_other_fields(fields, tiny_checkpoints, preference_data, t
     case_id = fields_id(fields)
     trl = observe(recipe_kwargs, path, fields, preference_data, tmp_path)
     record_observation(case_id, trl)
-    assert_agrees(RECIPE_LEVEL, case_id, observe(reference, path, fields, Topology(None)), trl)
+    assert_agrees(RECIPE_LEVEL, case_id, implementation(path, fields, Topology(None)), trl)
 
 
 def test_trust_remote_code_set_on_model_config(tiny_checkpoints, preference_data, tmp_path, record_observation):
@@ -91,7 +100,9 @@ def test_trust_remote_code_set_on_model_config(tiny_checkpoints, preference_data
     config.trust_remote_code = True
     trl = observe(recipe_kwargs, path, {}, preference_data, tmp_path, model_config_object=config)
     record_observation(case_id, trl)
-    reference_kwargs = observe(
-        lambda: comparable_kwargs(build_model_kwargs(LoadSpec.from_model_config(config), Topology(None)))
-    )
-    assert_agrees(RECIPE_LEVEL, case_id, reference_kwargs, trl)
+    if selected().is_reference:  # policyload's own way in: the very ModelConfig object TRL reads
+        from_config = LoadSpec.from_model_config
+        ours = observe(lambda: comparable_kwargs(build_model_kwargs(from_config(config), Topology(None))))
+    else:  # another implementation takes the case as fields
+        ours = implementation(path, {"trust_remote_code": True}, Topology(None))
+    assert_agrees(RECIPE_LEVEL, case_id, ours, trl)

@@ -90,7 +90,10 @@ def device_map(topology):
         return _configure(8, torch.float32).get("device_map", "<not set>")
 
 
-_NO_RECIPE = "model/loader.py load_model assembles them through patcher.patch_config (checkpoint, tokenizer, full argument parse)"
+_NO_RECIPE = (
+    "model/loader.py load_model assembles them through patcher.patch_config "
+    "(checkpoint, tokenizer, full argument parse)"
+)
 IMPLEMENTATION = Implementation(
     name="llamafactory",
     divergences=Path(__file__).with_name("llamafactory.toml"),
