@@ -208,11 +208,14 @@ def explain(level: str, case_id: str, reference: Outcome, trl: Outcome, divergen
 
 def first_difference(reference: Outcome, trl: Outcome) -> str | None:
     """The first way the two outcomes differ, one line (None when they agree): the table's cell."""
-    kind = divergence_kind(reference, trl)
-    if kind != "values-differ":
-        return kind and f"{kind}: {selected().name} {reference}, TRL {trl}"
-    path, in_reference, in_trl = differences(reference.value, trl.value)[0]
-    return f"{path or 'value'}: {selected().name} {in_reference!r}, TRL {in_trl!r}"
+    kind, name = divergence_kind(reference, trl), selected().name
+    if kind is None:
+        return None
+    if kind == "values-differ":
+        path, in_reference, in_trl = differences(reference.value, trl.value)[0]
+        return f"{path or 'value'}: {name} {in_reference!r}, TRL {in_trl!r}"
+    ours = f"raises {reference.error}" if reference.error else "accepts it"
+    return f"{kind}: {name} {ours}, TRL {f'raises {trl.error}: {trl.message}' if trl.error else 'accepts it'}"
 
 
 def assert_agrees(level: str, case_id: str, reference: Outcome, trl: Outcome, skip_inapplicable=True) -> None:

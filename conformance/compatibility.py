@@ -52,7 +52,13 @@ def recording(implementation, comparisons: dict) -> dict:
     }
 
 
-def _escape(text: str) -> str:
+#: A cell's difference is cut here (the full one is in the recording and the test's failure).
+WIDTH = 140
+
+
+def _escape(text: str, width: int | None = None) -> str:
+    if width and len(text) > width:
+        text = text[: width - 3] + "..."
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -66,7 +72,7 @@ def cell(level: dict) -> str:
     if not differing:
         return f"agrees ({len(cases)} of {len(cases)} cases)"
     first = differing[0]
-    return f"differs in {len(differing)} of {len(cases)} cases; first `{first}`: {_escape(cases[first])}"
+    return f"differs in {len(differing)} of {len(cases)} cases; first `{first}`: {_escape(cases[first], WIDTH)}"
 
 
 def _order(record: dict) -> tuple:
