@@ -2,11 +2,13 @@
 
 An `Outcome` is either a value (compared whole, type included: `torch.bfloat16` is not the string
 "bfloat16", `True` is not `1`) or the type of the exception raised. Two outcomes agree when the
-values are the same (`same`) or when both reject the input with `ValueError`. Anything else is a
-divergence of one of these kinds:
+values are the same (`same`) or when both raise the same exception type (the reference refuses
+bad input with `ValueError`; another implementation may crash exactly as TRL does). Anything else
+is a divergence of one of these kinds:
 
 - `trl-accepts`: the reference rejects the input with a ValueError, TRL goes on with it;
-- `trl-crashes`: the reference rejects the input with a ValueError, TRL dies with another error;
+- `trl-crashes`: the reference rejects the input with a ValueError, TRL dies with another error
+  (for another implementation: both raise, exceptions of different types);
 - `trl-rejects`: TRL rejects an input the reference accepts;
 - `values-differ`: both go on, with different values.
 

@@ -37,6 +37,7 @@ def implementation(path: str, fields: dict, topology: Topology) -> Outcome:
 def test_recipe_kwargs_match_trl(case, topology, tiny_checkpoints, preference_data, tmp_path, record_observation):
     path = str(tiny_checkpoints["llama"])
     case_id = recipe_case_id(case, topology)
+    ours = implementation(path, case.model_config_fields(), topology)  # first: skips before TRL runs
     trl = observe(recipe_kwargs, path, case.model_config_fields(), preference_data, tmp_path, topology)
     record_observation(case_id, trl)
     if recorded_here() and case_id in RECORDED["recipe_device_map"]:
@@ -45,7 +46,7 @@ def test_recipe_kwargs_match_trl(case, topology, tiny_checkpoints, preference_da
             f"device_map: trl {TRL} {observed!r}, recorded {recorded!r} [{case_id}]: the recording is stale; "
             "re-record (python -m conformance.contract_recording --write)"
         )
-    assert_agrees(RECIPE_LEVEL, case_id, implementation(path, case.model_config_fields(), topology), trl)
+    assert_agrees(RECIPE_LEVEL, case_id, ours, trl)
 
 
 @pytest.mark.skipif(not selected().is_reference, reason="checks the reference's keywords against TRL 1.7.1's recording")
@@ -86,9 +87,10 @@ def test_device_map_none_is_the_keyword_left_out():
 def test_recipe_passes_other_fields(fields, tiny_checkpoints, preference_data, tmp_path, record_observation):
     path = str(tiny_checkpoints["llama"])
     case_id = fields_id(fields)
+    ours = implementation(path, fields, Topology(None))
     trl = observe(recipe_kwargs, path, fields, preference_data, tmp_path)
     record_observation(case_id, trl)
-    assert_agrees(RECIPE_LEVEL, case_id, implementation(path, fields, Topology(None)), trl)
+    assert_agrees(RECIPE_LEVEL, case_id, ours, trl)
 
 
 def test_trust_remote_code_set_on_model_config(tiny_checkpoints, preference_data, tmp_path, record_observation):
@@ -96,13 +98,14 @@ def test_trust_remote_code_set_on_model_config(tiny_checkpoints, preference_data
     the training config's field instead, and the attribute is silently ignored."""
     path = str(tiny_checkpoints["llama"])
     case_id = TRUST_REMOTE_CODE_CASE
+    # Another implementation takes the case as fields; the reference is reached from the very
+    # ModelConfig object TRL reads (policyload's own way in), below.
+    ours = None if selected().is_reference else implementation(path, {"trust_remote_code": True}, Topology(None))
     config = model_config(path)
     config.trust_remote_code = True
     trl = observe(recipe_kwargs, path, {}, preference_data, tmp_path, model_config_object=config)
     record_observation(case_id, trl)
-    if selected().is_reference:  # policyload's own way in: the very ModelConfig object TRL reads
+    if ours is None:
         from_config = LoadSpec.from_model_config
         ours = observe(lambda: comparable_kwargs(build_model_kwargs(from_config(config), Topology(None))))
-    else:  # another implementation takes the case as fields
-        ours = implementation(path, {"trust_remote_code": True}, Topology(None))
     assert_agrees(RECIPE_LEVEL, case_id, ours, trl)
