@@ -70,7 +70,10 @@ def pytest_configure(config):
     if config.getoption("--implementation"):
         os.environ[ENV] = config.getoption("--implementation")
         selected.cache_clear()
-    selected()  # a bad name fails here, before collection, with the accepted values
+    try:
+        selected()  # a bad name fails here, before collection, with the accepted values
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 #: Modules that check policyload itself (its loads and placements), outside the adapter protocol.
