@@ -9,7 +9,7 @@ exactly in divergences.toml. An outcome is `{"device_map": value}`, so a differe
 
 import pytest
 
-from policyload import Topology, kbit_device_map
+from policyload import Topology
 
 from .agreement import Outcome, assert_agrees, observe, same
 from .cases import DEVICE_MAP_LEVEL, DEVICE_MAP_TOPOLOGIES, trainer_case_id
@@ -52,8 +52,10 @@ def test_kbit_device_map_matches_trainer_decision(topology, tiny_checkpoints):
 @reference_only
 @pytest.mark.parametrize("topology", DEVICE_MAP_TOPOLOGIES, **TOPOLOGY_IDS)
 def test_kbit_device_map_matches_recorded_contract(topology):
-    """On every release, TRL's newest included: the reference against what `get_kbit_device_map` did."""
-    reference, recorded = kbit_device_map(topology), RECORDED["get_kbit_device_map"][topology.token]
+    """On every release, TRL's newest included: the reference (through its adapter, so that the
+    adapter is held to it too) against what `get_kbit_device_map` did."""
+    reference = selected().function(DEVICE_MAP_LEVEL)(topology)
+    recorded = RECORDED["get_kbit_device_map"][topology.token]
     assert same(reference, recorded), (
         f"device_map: reference {reference!r}, recorded from trl {RECORDED_TRL} {recorded!r} [{topology.token}]"
     )

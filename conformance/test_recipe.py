@@ -19,12 +19,8 @@ from .agreement import Outcome, assert_agrees, observe, same
 from .cases import FIELD_CASES, RECIPE_LEVEL, TRUST_REMOTE_CODE_CASE, fields_id, recipe_case_id, recipe_cases
 from .contract_recording import RECORDED, RECORDED_TRL, kbit_recipe_cases, recipe_device_map, recorded_here
 from .implementation import selected
-from .trl_oracle import comparable_kwargs, model_config, recipe_kwargs, reference_spec
+from .trl_oracle import comparable_kwargs, model_config, recipe_kwargs
 from .trl_release import TRL
-
-
-def reference(path: str, fields: dict, topology: Topology) -> dict:
-    return comparable_kwargs(build_model_kwargs(reference_spec(path, fields), topology))
 
 
 def implementation(path: str, fields: dict, topology: Topology) -> Outcome:
@@ -55,7 +51,7 @@ def test_recipe_device_map_matches_recorded_contract(case, topology, tiny_checkp
     """On every release, TRL's newest included: the reference's k-bit device_map against what TRL's
     recipe passed while `get_kbit_device_map` decided it (recorded from TRL 1.7.1)."""
     case_id = recipe_case_id(case, topology)
-    keywords = reference(str(tiny_checkpoints["llama"]), case.model_config_fields(), topology)
+    keywords = implementation(str(tiny_checkpoints["llama"]), case.model_config_fields(), topology).value
     observed, recorded = recipe_device_map(keywords), RECORDED["recipe_device_map"][case_id]
     assert same(observed, recorded), (
         f"device_map: reference {observed!r}, recorded from trl {RECORDED_TRL} {recorded!r} [{case_id}]"

@@ -32,7 +32,7 @@ def test_a_long_or_piped_difference_is_cut_and_escaped():
 
 
 def test_table_lists_the_reference_first_then_by_name():
-    records = [record("zeta", {"cases": {}}), record("reference", {"cases": {"a": None}}), record("alpha", {"cases": {}})]
+    records = [record(name, {"cases": {"a": None}}) for name in ("zeta", "reference", "alpha")]
     rows = [line.split(" | ")[0] for line in table(records).splitlines()[2:]]
     assert rows == ["| reference (reference 1.0)", "| alpha (alpha 1.0)", "| zeta (zeta 1.0)"]
 
