@@ -35,6 +35,7 @@ BUILTIN = {
     "reference": "conformance.implementations.reference:IMPLEMENTATION",
     "alignment-handbook": "conformance.implementations.alignment_handbook:IMPLEMENTATION",
     "llamafactory": "conformance.implementations.llamafactory:IMPLEMENTATION",
+    "oumi": "conformance.implementations.oumi:IMPLEMENTATION",
 }
 #: Level (as the divergence files name it) -> the adapter's callable for it.
 LEVEL_FUNCTIONS = {
