@@ -4,9 +4,10 @@
 Reached without the package's `__init__`, which imports `alignment.decontaminate`, whose module
 body downloads `openai_humaneval` from the hub. One import is bridged: model_utils imports
 `RepositoryNotFoundError` from `huggingface_hub.utils._errors`, a private module huggingface_hub
-removed in 0.25 (the class lives on in `huggingface_hub.errors`); the functions under test never
-use it (only `is_adapter_model` does), so that name is aliased for the import. The package pins
-huggingface-hub<1.0, which today's transformers (>=5) cannot run with: it is installed --no-deps.
+no longer has (not in 0.25.2 or later; the class lives on in `huggingface_hub.errors`); the
+functions under test never use it (only `is_adapter_model` does), so that name is aliased for the
+import. The package pins huggingface-hub<1.0, which transformers 5.24 cannot run with (it asks for
+>=1.31): it is installed --no-deps.
 
 The full keyword set and the DPO plan have no function here: `scripts/run_dpo.py` builds its
 `from_pretrained` keywords inline and is not part of the distribution.
