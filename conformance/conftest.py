@@ -71,7 +71,7 @@ def pytest_configure(config):
         os.environ[ENV] = config.getoption("--implementation")
         selected.cache_clear()
     try:
-        selected()  # a bad name fails here, before collection, with the accepted values
+        selected().check_installed()  # a bad name or a missing framework fails here, before collection
     except ValueError as error:
         raise pytest.UsageError(str(error)) from None
 

@@ -63,6 +63,23 @@ class Implementation:
     missing: dict = field(default_factory=dict)
     #: One line for the compatibility table: version, and how its code is reached.
     description: str = ""
+    #: The distribution its code comes from, and the tox environment that installs it.
+    requires: tuple[str, str] | None = None
+
+    def check_installed(self) -> None:
+        """Refuse, before any case runs, an implementation whose framework is not installed here."""
+        if self.requires is None:
+            return
+        from importlib.metadata import PackageNotFoundError, version
+
+        distribution, tox_env = self.requires
+        try:
+            version(distribution)
+        except PackageNotFoundError:
+            raise ValueError(
+                f"{ENV}={self.name!r} needs the distribution {distribution!r}, not installed here; "
+                f"accepted: an environment that has it (tox -e {tox_env})"
+            ) from None
 
     def function(self, level: str) -> Callable:
         """The adapter's callable for `level`; skips the calling test where the adapter has none."""

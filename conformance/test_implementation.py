@@ -86,3 +86,14 @@ def test_alignment_handbook_is_reached_without_its_package_init():
     assert Path(module.__file__).name == "model_utils.py"
     assert "alignment.decontaminate" not in sys.modules
     assert not hasattr(sys.modules["alignment"], "__version__")  # set by the __init__ it skipped
+
+
+def test_an_implementation_whose_framework_is_not_installed_is_refused_naming_its_environment(tmp_path):
+    missing = Implementation("x", tmp_path / "x.toml", requires=("no-such-distribution-for-policyload", "impl-x"))
+    with pytest.raises(ValueError) as error:
+        missing.check_installed()
+    assert str(error.value) == (
+        f"{ENV}='x' needs the distribution 'no-such-distribution-for-policyload', not installed here; "
+        "accepted: an environment that has it (tox -e impl-x)"
+    )
+    Implementation("y", tmp_path / "y.toml", requires=("pytest", "unit")).check_installed()  # installed: no error

@@ -68,4 +68,5 @@ IMPLEMENTATION = Implementation(
     device_map=device_map,
     missing={"recipe": _NO_RECIPE, "dpo-plan": "no DPO load plan: " + _NO_RECIPE},
     description="alignment-handbook 0.3.0, alignment/model_utils.py",
+    requires=("alignment-handbook", "impl-alignment-handbook"),
 )

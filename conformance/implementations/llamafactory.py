@@ -101,4 +101,5 @@ IMPLEMENTATION = Implementation(
     device_map=device_map,
     missing={"recipe": "not wired: " + _NO_RECIPE, "dpo-plan": "no DPO load plan function"},
     description="LlamaFactory 0.9.5, model/model_utils/quantization.py configure_quantization",
+    requires=("llamafactory", "impl-llamafactory"),
 )

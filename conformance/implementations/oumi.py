@@ -58,4 +58,5 @@ IMPLEMENTATION = Implementation(
         "dpo-plan": "no DPO load plan function",
     },
     description="oumi 0.9, core/configs/params/peft_params.py PeftParams.to_bits_and_bytes",
+    requires=("oumi", "impl-oumi"),
 )
