@@ -23,6 +23,8 @@ QUANTIZATION_LEVEL = "quantization"
 DEVICE_MAP_LEVEL = "device-map"
 RECIPE_LEVEL = "recipe"
 PLACEMENT_LEVEL = "placement"
+#: Every load of DPO training against TRL's DPOTrainer (test_dpo_plan.py; no divergences listed).
+DPO_PLAN_LEVEL = "dpo-plan"
 
 # --- level "quantization" -------------------------------------------------------------------
 

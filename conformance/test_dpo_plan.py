@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from fixtures.preference_data import ROWS
-from policyload import LoadSpec, Topology, plan_dpo_loads
+from policyload import LoadSpec, Topology
 from policyload.plan import TRL_RELEASE, DPOOptions
 
+from .cases import DPO_PLAN_LEVEL
+from .implementation import record_comparison, selected
 from .trl_oracle import comparable_kwargs
 from .trl_release import TRL
 from .upstream_patches import _classes_with_own_from_pretrained
@@ -90,8 +92,17 @@ class _patched:
 
 
 def _plan_calls(path: str, spec: LoadSpec, options: DPOOptions) -> list[tuple[str, dict]]:
-    plan = plan_dpo_loads(spec, options, Topology(None))
+    """The implementation under test's plan (the reference's `plan_dpo_loads` by default) as calls."""
+    plan = selected().function(DPO_PLAN_LEVEL)(spec, options, Topology(None))
     return [(path, comparable_kwargs(load.kwargs)) for load in plan.loads]
+
+
+def _first_difference(planned: list, recorded: list) -> str | None:
+    """The first load where the plan and TRL's calls differ, one line (the compatibility table's cell)."""
+    for index, (ours, trl) in enumerate(zip(planned, recorded, strict=False)):
+        if ours != trl:
+            return f"load {index}: {selected().name} {ours!r}, TRL {trl!r}"
+    return None if len(planned) == len(recorded) else f"{selected().name} {len(planned)} loads, TRL {len(recorded)}"
 
 
 @pytest.mark.parametrize(
@@ -100,11 +111,13 @@ def _plan_calls(path: str, spec: LoadSpec, options: DPOOptions) -> list[tuple[st
     ids=["full-finetune", "precompute"],
 )
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_trainer_loads_match_plan(options, dtype, tiny_checkpoints, tmp_path):
+def test_trainer_loads_match_plan(options, dtype, tiny_checkpoints, tmp_path, request):
     path = str(tiny_checkpoints["llama"])
     spec = LoadSpec(path, dtype=dtype)
-    recorded = record_trainer_loads(path, spec, options, tmp_path)
-    assert [(p, comparable_kwargs(k)) for p, k in recorded] == _plan_calls(path, spec, options)
+    planned = _plan_calls(path, spec, options)
+    recorded = [(p, comparable_kwargs(k)) for p, k in record_trainer_loads(path, spec, options, tmp_path)]
+    record_comparison(DPO_PLAN_LEVEL, request.node.callspec.id, _first_difference(planned, recorded))
+    assert recorded == planned
 
 
 @pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="requires peft")
