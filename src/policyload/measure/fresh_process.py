@@ -84,6 +84,19 @@ class FreshProcessServer:
             raise RuntimeError(f"fresh-process load failed: {reply['error']}")
         return reply
 
+    def measure_dpo(self, request: dict) -> dict:
+        """What TRL's DPOTrainer holds once constructed, in a fresh process (`dpo_bill`); `request`
+        is `{"spec": LoadSpec fields, "options": DPOOptions fields, "rows": preference rows}`.
+
+        Raises RuntimeError naming the failure if the child crashed (OOM-killed included).
+        """
+        self._process.stdin.write(json.dumps({"dpo": request}) + "\n")
+        self._process.stdin.flush()
+        reply = self._reply()
+        if "error" in reply:
+            raise RuntimeError(f"fresh-process DPO trainer failed: {reply['error']}")
+        return reply
+
     def close(self) -> None:
         if self._process.poll() is None:
             self._process.stdin.close()
@@ -193,7 +206,8 @@ def measure_in_this_process(spec_fields: dict) -> dict:
 def serve() -> None:
     """The server's loop: import the libraries, say how long that took, then per request line on
     stdin (`{"spec": fields, "warmup_path": path or null}`) one JSON reply line on stdout: the cold
-    child's numbers, its `host_*` keys replaced by the warmed-up child's when a path is given."""
+    child's numbers, its `host_*` keys replaced by the warmed-up child's when a path is given;
+    `{"dpo": request}`: what a constructed DPOTrainer holds (`dpo_bill`), from one cold child."""
     start = time.perf_counter()
     import bitsandbytes  # noqa: F401
     import torch  # noqa: F401
@@ -204,6 +218,14 @@ def serve() -> None:
     print(json.dumps({"import_s": time.perf_counter() - start}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
+        if "dpo" in request:
+            # trl, peft and datasets imported here, once, before forking: every DPO child starts
+            # from the same baseline (the load requests' children then have them imported too).
+            from .dpo_bill import import_dpo_libraries, measure_dpo_in_this_process
+
+            import_dpo_libraries()
+            print(json.dumps(measure_in_a_fork(measure_dpo_in_this_process, request["dpo"])), flush=True)
+            continue
         reply = measure_in_a_fork(measure_in_this_process, request["spec"])
         if request["warmup_path"] and "error" not in reply:
             warm = measure_in_a_fork(host_memory_after_warm_up, request["spec"], request["warmup_path"])

@@ -118,7 +118,10 @@ def markdown_table(run: Run) -> str:
         summary = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
         lines += ["", f"Outcomes: {summary}" + (f" ({len(routine)} skipped: {_ROUTINE_SKIP})" if routine else "")]
     estimators = estimator_table(run)
-    return "\n".join(lines) + "\n" + ("\n" + estimators if estimators else "")
+    from .dpo import dpo_table  # report.dpo formats with this module's helpers
+
+    dpo = dpo_table(run)
+    return "\n".join(lines) + "\n" + ("\n" + estimators if estimators else "") + ("\n" + dpo if dpo else "")
 
 
 def write_chart(run: Run, path) -> Path:
