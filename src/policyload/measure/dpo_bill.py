@@ -84,7 +84,8 @@ def measure_dpo_in_this_process(request: dict) -> dict:
                 model.eval()
                 storages[role] = host_memory.use_model(model)
         everything = [storage for role in storages for storage in storages[role]]
-        result.update({f"dpo_{key}": value for key, value in host_memory.host_memory_after_load(baseline, everything).items()})
+        host = host_memory.host_memory_after_load(baseline, everything)
+        result.update({f"dpo_{key}": value for key, value in host.items()})
         for role in ("policy", "reference"):
             result[f"dpo_host_file_referenced_{role}_bytes"] = (
                 host_memory.file_backed_resident_bytes(storages[role]) if role in storages else 0

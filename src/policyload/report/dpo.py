@@ -6,7 +6,7 @@ machine could not measure (tiny checkpoints on CPU) shows n/a, and a case that d
 from __future__ import annotations
 
 from .runs import Run
-from .tables import format_bytes
+from .tables import _ROUTINE_SKIP, format_bytes
 
 _HEADER = (
     "| case | setup | checkpoint | dtype | quantization | outcome | __init__ latency | measured bill "
@@ -31,9 +31,12 @@ def dpo_table(run: Run) -> str:
     ]
     measured_ids = {extra["case_id"] for extra in run.dpo}
     items = [(extra["case_id"], extra) for extra in run.dpo]
-    items += [(o["case_id"], o) for o in run.dpo_outcomes if o["case_id"] not in measured_ids]
+    missing = [o for o in run.dpo_outcomes if o["case_id"] not in measured_ids]
+    routine = [o for o in missing if o.get("reason") == _ROUTINE_SKIP]
+    items += [(o["case_id"], o) for o in missing if o not in routine]
     for case_id, item in sorted(items, key=lambda pair: pair[0]):
-        head = f"| {case_id} | {item.get('dpo_setup', '?')} | {item['checkpoint']} | {item['dtype']} | {item['quantization']}"
+        setup, checkpoint = item.get("dpo_setup", "?"), item["checkpoint"]
+        head = f"| {case_id} | {setup} | {checkpoint} | {item['dtype']} | {item['quantization']}"
         if "dpo_bill" not in item:
             reason = f"{item.get('outcome', '?')}: {item.get('reason', '')}".replace("|", "/")
             lines.append(f"{head} | {reason} " + "| n/a " * 6 + "|")
@@ -44,4 +47,6 @@ def dpo_table(run: Run) -> str:
             f"| {format_bytes(planned['total_bytes'])} | {_off(measured['total_bytes'], planned['total_bytes'])} "
             f"| {format_bytes(measured['peak_bytes'])} | {format_bytes(planned['peak_bytes'])} |"
         )
+    if routine:
+        lines += ["", f"({len(routine)} DPO cases skipped: {_ROUTINE_SKIP})"]
     return "\n".join(lines) + "\n"
