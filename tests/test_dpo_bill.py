@@ -121,6 +121,25 @@ def test_planner_imports_neither_trl_nor_bitsandbytes_nor_peft(tmp_path):
     assert run.stderr.strip().splitlines()[-1] == "[]"
 
 
+# --- the measured figure ----------------------------------------------------------------------------
+
+
+def test_measured_bill_is_private_plus_file_backed_pages_and_n_a_for_tiny_checkpoints():
+    from benchmarks.test_dpo import measured_bill
+
+    reply = {
+        "dpo_host_anon_bytes": 15 * MIB, "dpo_host_file_referenced_bytes": 1884 * MIB,
+        "dpo_host_peak_bytes": 1950 * MIB,
+        "dpo_host_file_referenced_policy_bytes": 942 * MIB, "dpo_host_file_referenced_reference_bytes": 942 * MIB,
+    }
+    measured = measured_bill(reply, checkpoint_bytes=942 * MIB, on_device=False)
+    assert measured["total_bytes"] == 1899 * MIB and measured["peak_bytes"] == 1950 * MIB
+    assert measured["source"].startswith("after DPOTrainer.__init__: host /proc")
+    tiny_ = measured_bill(reply, checkpoint_bytes=200 * 1024, on_device=False)
+    assert tiny_["total_bytes"] is None and tiny_["peak_bytes"] is None
+    assert tiny_["source"].startswith("n/a: checkpoint below measurable size (200 KiB")
+
+
 # --- check_dpo_bill and the report ----------------------------------------------------------------
 
 
