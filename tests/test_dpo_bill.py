@@ -208,8 +208,17 @@ def test_planner_is_within_5_percent_of_every_recorded_real_size_bill():
         spec = LoadSpec("c", dtype=extra["dtype"], **_quantization(extra["quantization"]))
         options = DPOOptions(**{**extra["options"], "lora_target_modules": None})
         assert options == SETUPS[extra["dpo_setup"]]
-        planned = bill(plan_dpo_loads(spec, options, CPU), config)["total_bytes"]
+        result = bill(plan_dpo_loads(spec, options, CPU), config)
+        planned = result["total_bytes"]
         assert abs(planned / measured - 1) <= 0.05, (extra["case_id"], planned, measured)
+        layout = extra["dpo_bill"]["layout"]
+        if options.use_peft:
+            # What PEFT built in the real run: q_proj 896->896 and v_proj 896->128, r 16, 24 layers,
+            # float32 on an unquantized policy (PEFT's upcast), bfloat16 on a quantized one (TRL's cast).
+            assert layout["adapter_parameters"] == 16 * ((896 + 896) + (896 + 128)) * 24
+            itemsize = 2 if extra["quantization"] != "none" else 4
+            assert layout["adapter_bytes"] == result["adapter_bytes"] == layout["adapter_parameters"] * itemsize
+        assert layout["models_held"] == (["policy", "reference"] if extra["dpo_setup"] == "reference" else ["policy"])
         judged += 1
     assert judged >= 9
 
