@@ -2,12 +2,13 @@
 `benchmarks/dpo_cases.py`, against the planner (`policyload.plan.bill`).
 
 Each case builds the trainer as the recipe does in a fresh process (`policyload.measure.dpo_bill`),
-once: the latency is that construction (`dpo_init_s`: loads, adapter, reference, data set
-tokenization, precomputing where asked), the memory what the process holds afterwards, read from
-the machine (CPU: private memory + file-backed pages under the live tensors, and VmHWM; CUDA: the
-allocator). `extra_info["dpo_bill"]` has the planned and the measured bill per component where the
-machine can tell components apart, and the measured total over the planned one.
-`python -m benchmarks.check_dpo_bill JSON` holds the planner to it.
+once, after warming that process up on the tiny checkpoint of the same architecture where host
+memory is the figure (as the load benchmark does). The latency is that construction (`dpo_init_s`:
+loads, adapter, reference, data set tokenization, precomputing where asked); the memory is what the
+process holds afterwards, read from the machine (CPU: private memory + file-backed pages under the
+live tensors, and VmHWM; CUDA: the allocator). `extra_info["dpo_bill"]` has the planned and the
+measured bill, per component where the machine can tell components apart, and the measured total
+over the planned one. `python -m benchmarks.check_dpo_bill JSON` holds the planner to it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import dataclasses
 
 import pytest
 
-from benchmarks.test_load import HOST_MEASUREMENT, MEASURABLE_MIN_BYTES, MIB, checkpoint_folder
+from benchmarks.test_load import HOST_MEASUREMENT, MEASURABLE_MIN_BYTES, MIB, checkpoint_folder, warmup_checkpoint
 from fixtures.preference_data import ROWS
 from policyload import Topology
-from policyload.memory_model import checkpoint_layout
+from policyload.memory_model import checkpoint_layout, predict
 from policyload.plan import bill, plan_dpo_loads
 
 DEVICE_MEASUREMENT = "cuda allocator: allocated bytes once the trainer is constructed (peak: during __init__)"
@@ -92,7 +93,10 @@ def test_dpo_bill(benchmark, dpo_case, fresh_process_server):
     topology = Topology.detect()
     on_device = topology.accelerator == "cuda"
     planned = bill(plan_dpo_loads(spec, options, topology), config)
-    request = {"spec": dataclasses.asdict(spec), "options": dataclasses.asdict(options), "rows": ROWS}
+    warmup = warmup_checkpoint(config, predict(spec, config, checkpoint=folder), "cuda" if on_device else None)
+    request = {
+        "spec": dataclasses.asdict(spec), "options": dataclasses.asdict(options), "rows": ROWS, "warmup_path": warmup,
+    }
     replies: list[dict] = []
     # One construction, in a fresh process: a second one would be a warm process's, and a real-size
     # quantized construction takes minutes on CPU.

@@ -3,8 +3,12 @@ the DPO load bill, measured.
 
 Run in a child forked by `FreshProcessServer` (request `{"dpo": {...}}`), so the heap is clean and
 the peak counter resettable. The baseline is taken after trl, peft and datasets are imported (the
-server imports them on the first DPO request), then the trainer is built as the recipe builds it
-(`policyload.plan.trainer.build_dpo_trainer`) and timed. Afterwards every model the trainer holds
+server imports them on the first DPO request) and, with a `warmup_path` (a tiny checkpoint of the
+same architecture), after the child has built, used and freed the same trainer on it: the first
+construction in a process pages in library code, runs lazy imports and makes first-use
+allocations, none of which is the bill (as for one load: `fresh_process.warm_up`). Then the trainer
+is built as the recipe builds it (`policyload.plan.trainer.build_dpo_trainer`) and timed; the time
+is therefore a warm process's. Afterwards every model the trainer holds
 (`trainer.model`, `trainer.ref_model`) is used as a load benchmark uses a model (`host_memory.use_model`:
 a forward pass, a read of every page), and host memory is read from /proc exactly as for one load:
 private memory after `malloc_trim` plus the file-backed pages under live tensors, and VmHWM.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import replace
 
 #: Libraries a DPO construction imports; the server imports them once, before forking.
 DPO_IMPORTS = ("datasets", "peft", "trl")
@@ -29,6 +34,23 @@ def import_dpo_libraries() -> None:
 
     for name in DPO_IMPORTS:
         importlib.import_module(name)
+
+
+def _warm_up(spec, options, rows, output_dir) -> None:
+    """Build, use and free the trainer of `spec` (a tiny checkpoint), leaving nothing in the heap."""
+    import gc
+
+    from ..plan.trainer import build_dpo_trainer
+    from . import host_memory
+
+    trainer = build_dpo_trainer(spec, options, rows, output_dir)
+    for model in (trainer.model, trainer.ref_model):
+        if model is not None:
+            model.eval()
+            host_memory.use_model(model)
+    del trainer, model
+    gc.collect()
+    host_memory.trim_heap()
 
 
 def _tensor_bytes(model, predicate) -> int:
@@ -62,11 +84,14 @@ def measure_dpo_in_this_process(request: dict) -> dict:
 
     spec = LoadSpec(**request["spec"])
     options = DPOOptions(**request["options"])
-    files = checkpoint_files(spec.model_name_or_path)
-    evicted = host_memory.evict_from_page_cache(files) if files else False
     output_dir = tempfile.mkdtemp(prefix="policyload-dpo-")
     device = "cuda" if torch.cuda.is_available() else None
     try:
+        warmup_path = request.get("warmup_path")
+        if warmup_path:
+            _warm_up(replace(spec, model_name_or_path=warmup_path), options, request["rows"], output_dir)
+        files = checkpoint_files(spec.model_name_or_path)
+        evicted = host_memory.evict_from_page_cache(files) if files else False
         reset_peak_rss()
         baseline = host_memory.proc_status()
         with RssTracker() as rss, LatencyTracker(device) as latency:
@@ -75,6 +100,7 @@ def measure_dpo_in_this_process(request: dict) -> dict:
         result = {
             "dpo_init_s": latency.seconds,
             "dpo_page_cache_evicted": evicted,
+            "dpo_warmed_up_on": warmup_path,
             "dpo_models_held": sorted(role for role, model in held.items() if model is not None),
             **{f"dpo_{key}": value for key, value in rss.readout().items()},
         }
