@@ -85,11 +85,8 @@ class FreshProcessServer:
         return reply
 
     def measure_dpo(self, request: dict) -> dict:
-        """What TRL's DPOTrainer holds once constructed, in a fresh process (`dpo_bill`); `request`
-        is `{"spec": LoadSpec fields, "options": DPOOptions fields, "rows": preference rows}`.
-
-        Raises RuntimeError naming the failure if the child crashed (OOM-killed included).
-        """
+        """What a constructed DPOTrainer holds, in a fresh process (`dpo_bill`: the request's keys);
+        RuntimeError naming the failure if the child crashed (OOM-killed included)."""
         self._process.stdin.write(json.dumps({"dpo": request}) + "\n")
         self._process.stdin.flush()
         reply = self._reply()
@@ -219,8 +216,7 @@ def serve() -> None:
     for line in sys.stdin:
         request = json.loads(line)
         if "dpo" in request:
-            # trl, peft and datasets imported here, once, before forking: every DPO child starts
-            # from the same baseline (the load requests' children then have them imported too).
+            # trl, peft and datasets imported once, before forking: every DPO child's baseline has them.
             from .dpo_bill import import_dpo_libraries, measure_dpo_in_this_process
 
             import_dpo_libraries()
