@@ -3,6 +3,7 @@
     pytest benchmarks --benchmark-json out/bench.json      tiny checkpoints, full matrix
     pytest benchmarks --quick                              1 round, no warm-up (also POLICYLOAD_BENCH_QUICK=1)
     pytest benchmarks --realsize                           + Qwen2-0.5B, Llama-3.2-1B, Llama-3.1-8B shapes
+    pytest benchmarks -k dpo                               only the DPO bill cases (benchmarks/test_dpo.py)
     pytest benchmarks --checkpoint PATH_OR_HUB_ID          + any local or cached checkpoint (repeatable)
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.dpo_cases import dpo_cases
 from benchmarks.environment import device_info, library_versions
 from benchmarks.matrix import Checkpoint, cases, checkpoint_token
 from benchmarks.outcomes import error_outcome
@@ -25,6 +27,8 @@ SESSION_INFO = pytest.StashKey[dict]()
 # Every case's outcome (measured, skipped with reason, failed, oom), for the JSON: pytest-benchmark
 # leaves the benchmarks of failed and skipped cases out of its "benchmarks" list.
 OUTCOMES = pytest.StashKey[dict]()
+#: The same for the DPO bill cases (benchmarks/test_dpo.py), in the JSON's `policyload_dpo_outcomes`.
+DPO_OUTCOMES = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser):
@@ -88,6 +92,12 @@ def pytest_generate_tests(metafunc):
             for case in cases(benchmark_checkpoints(metafunc.config))
         ]
         metafunc.parametrize("case", params)
+    if "dpo_case" in metafunc.fixturenames:
+        params = [
+            pytest.param(case, id=case.id, marks=[pytest.mark.realsize] if case.checkpoint.kind == "realsize" else [])
+            for case in dpo_cases(benchmark_checkpoints(metafunc.config))
+        ]
+        metafunc.parametrize("dpo_case", params)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -169,12 +179,16 @@ def read_bandwidth():
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     report = (yield).get_result()
-    case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    case = params.get("case") or params.get("dpo_case")
     if case is None:
         return
-    record = item.config.stash.setdefault(OUTCOMES, {})
+    # DPO cases have outcomes of their own: the load table keys its rows by checkpoint/dtype/quantization.
+    record = item.config.stash.setdefault(DPO_OUTCOMES if "dpo_case" in params else OUTCOMES, {})
     base = {"case_id": case.id, "checkpoint": case.checkpoint.token, "checkpoint_kind": case.checkpoint.kind,
             "dtype": case.spec.dtype, "quantization": case.quantization}
+    if "dpo_case" in params:
+        base["dpo_setup"] = case.setup
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         record[case.id] = {**base, "outcome": "skipped", "reason": reason.removeprefix("Skipped: ")}
@@ -187,3 +201,6 @@ def pytest_runtest_makereport(item, call):
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """Every case's outcome in the JSON (`policyload_outcomes`), the failed and skipped ones included."""
     output_json["policyload_outcomes"] = sorted(config.stash.get(OUTCOMES, {}).values(), key=lambda o: o["case_id"])
+    dpo = config.stash.get(DPO_OUTCOMES, {})
+    if dpo:
+        output_json["policyload_dpo_outcomes"] = sorted(dpo.values(), key=lambda o: o["case_id"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import platform
 
-LIBRARIES = ("torch", "transformers", "trl", "bitsandbytes", "accelerate", "policyload")
+LIBRARIES = ("torch", "transformers", "trl", "bitsandbytes", "accelerate", "peft", "policyload")
 
 
 def library_versions() -> dict:

@@ -34,11 +34,23 @@ MIB = 1024**2
 #: the 2-core machine), so the model's bytes would be a small share of what moved.
 MEASURABLE_MIN_BYTES = 64 * MIB
 HOST_MEASUREMENT = (
-    "host /proc, fresh process, baseline subtracted, after a forward pass and a read of every page: "
+    "host /proc, fresh process warmed up on a tiny checkpoint of the same architecture, baseline "
+    "subtracted, after a forward pass and a read of every page: "
     "RssAnon after gc + malloc_trim, plus file-backed pages present under live tensors (pagemap); "
     "peak: VmHWM above the baseline RSS"
 )
 DEVICE_MEASUREMENT = "cuda allocator: allocated bytes of this load (resident after it, peak during it)"
+
+
+def warmup_checkpoint(config, prediction, device) -> str | None:
+    """The tiny checkpoint of the case's architecture the fresh process warms up on before reading
+    host memory (`policyload.measure.fresh_process`), where host memory is the figure: CPU, a
+    measurable checkpoint, an architecture with a tiny fixture. None: host figures from the cold child."""
+    from fixtures.checkpoints import TINY_ARCHITECTURES, tiny_checkpoint
+
+    if device or prediction.checkpoint_bytes < MEASURABLE_MIN_BYTES or config.model_type not in TINY_ARCHITECTURES:
+        return None
+    return str(tiny_checkpoint(config.model_type))
 
 
 def checkpoint_folder(checkpoint) -> Path:
@@ -275,7 +287,7 @@ def test_load(benchmark, case, rounds, fresh_process_server, read_bandwidth, hos
     skip_unless_fits(prediction, device)
 
     bandwidth = read_bandwidth(folder)
-    cold = fresh_process_server.measure(dataclasses.asdict(spec))
+    cold = fresh_process_server.measure(dataclasses.asdict(spec), warmup_checkpoint(config, prediction, device))
     samples, layout_bytes = benchmark_loads(benchmark, spec, topology, device, rounds)
 
     last = samples[-1]

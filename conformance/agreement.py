@@ -2,11 +2,13 @@
 
 An `Outcome` is either a value (compared whole, type included: `torch.bfloat16` is not the string
 "bfloat16", `True` is not `1`) or the type of the exception raised. Two outcomes agree when the
-values are the same (`same`) or when both reject the input with `ValueError`. Anything else is a
-divergence of one of these kinds:
+values are the same (`same`) or when both raise the same exception type (the reference refuses
+bad input with `ValueError`; another implementation may crash exactly as TRL does). Anything else
+is a divergence of one of these kinds:
 
 - `trl-accepts`: the reference rejects the input with a ValueError, TRL goes on with it;
-- `trl-crashes`: the reference rejects the input with a ValueError, TRL dies with another error;
+- `trl-crashes`: the reference rejects the input with a ValueError, TRL dies with another error
+  (for another implementation: both raise, exceptions of different types);
 - `trl-rejects`: TRL rejects an input the reference accepts;
 - `values-differ`: both go on, with different values.
 
@@ -21,13 +23,14 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from .divergences import ABSENT, ANY, DIVERGENCES, DIVERGENCES_FILE, Divergence, is_pattern
+from .divergences import ABSENT, ANY, DIVERGENCES, SELECTED_FILE, Divergence, is_pattern
 
 # Defined here until `divergences` was split off; `X as X` re-exports them for code that imports them from here.
 from .divergences import KINDS as KINDS
 from .divergences import PATTERN_LEVELS as PATTERN_LEVELS
 from .divergences import decode as decode
 from .divergences import load_divergences as load_divergences
+from .implementation import NotApplicable, record_comparison, selected
 from .trl_release import TRL
 
 
@@ -77,9 +80,9 @@ def observe(function, *args, **kwargs) -> Outcome:
 def divergence_kind(reference: Outcome, trl: Outcome) -> str | None:
     """None when the two agree, else the kind of divergence."""
     if reference.error and trl.error:
-        if reference.error == "ValueError" and trl.error == "ValueError":
-            return None
-        return "trl-crashes"
+        # Both refuse with the same exception type: the same outcome (the reference's refusals
+        # are ValueErrors; another implementation may crash exactly as TRL does).
+        return None if reference.error == trl.error else "trl-crashes"
     if reference.error:
         return "trl-accepts"
     if trl.error:
@@ -181,12 +184,13 @@ def explain(level: str, case_id: str, reference: Outcome, trl: Outcome, divergen
     otherwise a message that reads without knowing how the test works."""
     kind = divergence_kind(reference, trl)
     listed = [d for d in divergences if d.covers(level, case_id)]
-    header = f"[{level} {case_id}, trl {TRL}]\n  reference: {reference}\n  TRL:       {trl}"
+    name = selected().name
+    header = f"[{level} {case_id}, trl {TRL}]\n  {name}: {reference}\n  {'TRL:':<{len(name) + 1}} {trl}"
     if kind is None:
         if not listed:
             return None
         stale = f"listed divergence no longer happens ({listed[0].name}: {listed[0].reason})"
-        return f"{header}\n  {stale}; remove it from {DIVERGENCES_FILE.name}"
+        return f"{header}\n  {stale}; remove it from {SELECTED_FILE.name}"
     of_kind = [d for d in listed if d.kind == kind]
     if not of_kind:
         detail = "".join(
@@ -194,18 +198,40 @@ def explain(level: str, case_id: str, reference: Outcome, trl: Outcome, divergen
             for path, in_reference, in_trl in differences(reference.value, trl.value)
         ) if kind == "values-differ" else ""  # fmt: skip
         unlisted = f"unlisted divergence ({kind}){detail}"
-        return f"{header}\n  {unlisted}; fix the reference or explain it in {DIVERGENCES_FILE.name}"
+        return f"{header}\n  {unlisted}; fix the reference or explain it in {SELECTED_FILE.name}"
     problems = mismatches(of_kind, reference, trl, case_id)
     if problems:
         names = "; ".join(d.name for d in of_kind)
         lines = "".join(f"\n    {problem}" for problem in problems)
-        fix = f"fix the reference or correct {DIVERGENCES_FILE.name}"
+        fix = f"fix the reference or correct {SELECTED_FILE.name}"
         return f"{header}\n  not the listed divergence ({names}):{lines}\n  {fix}"
     return None
 
 
-def assert_agrees(level: str, case_id: str, reference: Outcome, trl: Outcome) -> None:
+def first_difference(reference: Outcome, trl: Outcome) -> str | None:
+    """The first way the two outcomes differ, one line (None when they agree): the table's cell."""
+    kind, name = divergence_kind(reference, trl), selected().name
+    if kind is None:
+        return None
+    if kind == "values-differ":
+        path, in_reference, in_trl = differences(reference.value, trl.value)[0]
+        return f"{path or 'value'}: {name} {in_reference!r}, TRL {in_trl!r}"
+    ours = f"raises {reference.error}" if reference.error else "accepts it"
+    return f"{kind}: {name} {ours}, TRL {f'raises {trl.error}: {trl.message}' if trl.error else 'accepts it'}"
+
+
+def assert_agrees(level: str, case_id: str, reference: Outcome, trl: Outcome, skip_inapplicable=True) -> None:
+    """Hold `reference` (the implementation under test's outcome) to TRL's and the listed divergences,
+    and record the comparison for the compatibility table. A case the implementation cannot express
+    (`NotApplicable`) is skipped, or only left out where `skip_inapplicable` is False (the property test)."""
     __tracebackhide__ = True
+    if reference.error == NotApplicable.__name__:
+        if skip_inapplicable:
+            import pytest
+
+            pytest.skip(f"not expressible in {selected().name}: {reference.message}")
+        return
+    record_comparison(level, case_id, first_difference(reference, trl))
     message = explain(level, case_id, reference, trl)
     if message:
         raise AssertionError(message)

@@ -16,7 +16,7 @@ from fixtures.checkpoints import TINY_ARCHITECTURES
 from policyload import Topology
 from policyload.cases import ConfigCase, config_cases, load_cases
 
-from .dpo_cases import DPO_LEVEL, dpo_case_ids
+from .dpo_cases import dpo_case_ids
 from .machine import Machine, this_machine
 
 #: The levels, as divergences.toml names them (its `level` field).
@@ -24,6 +24,8 @@ QUANTIZATION_LEVEL = "quantization"
 DEVICE_MAP_LEVEL = "device-map"
 RECIPE_LEVEL = "recipe"
 PLACEMENT_LEVEL = "placement"
+#: Every load of DPO training against TRL's DPO recipe and trainer (test_dpo_plan.py; cases in dpo_cases.py).
+DPO_PLAN_LEVEL = "dpo-plan"
 
 # --- level "quantization" -------------------------------------------------------------------
 
@@ -197,5 +199,5 @@ def all_case_ids() -> dict[str, set]:
         DEVICE_MAP_LEVEL: device_map_case_ids(),
         RECIPE_LEVEL: recipe_case_ids(),
         PLACEMENT_LEVEL: placement_case_ids(),
-        DPO_LEVEL: dpo_case_ids(),
+        DPO_PLAN_LEVEL: dpo_case_ids(),
     }

@@ -23,6 +23,7 @@ from fixtures.hub_cache import hub_cache  # noqa: E402
 from fixtures.preference_data import preference_dataset  # noqa: E402
 from fixtures.remote_code import remote_code_checkpoint  # noqa: E402
 
+from .implementation import COMPARISONS, ENV, selected  # noqa: E402
 from .trl_release import FACTS, TRL, describe  # noqa: E402
 
 
@@ -34,7 +35,12 @@ def pytest_report_header(config):
     packages = ("trl", "transformers", "torch", "bitsandbytes", "accelerate")
     versions = ", ".join(f"{name} {version(name)}" for name in packages)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    return [f"policyload conformance: {versions}; device {device}", f"trl {TRL} facts: {describe(FACTS)}"]
+    implementation = selected()
+    return [
+        f"policyload conformance: {versions}; device {device}",
+        f"trl {TRL} facts: {describe(FACTS)}",
+        f"implementation under test: {implementation.name} ({implementation.description})",
+    ]
 
 
 def pytest_addoption(parser):
@@ -46,6 +52,45 @@ def pytest_addoption(parser):
             "(JSON; input of python -m policyload.drift)"
         ),
     )
+    parser.addoption(
+        "--implementation",
+        metavar="NAME|MODULE:OBJECT",
+        help=f"the implementation under test (default: ${ENV}, else the reference); see conformance/implementation.py",
+    )
+    parser.addoption(
+        "--compatibility",
+        metavar="PATH",
+        help="write, per level, which cases agreed with TRL and the first difference of the others "
+        "(JSON; input of python -m conformance.compatibility)",
+    )
+
+
+def pytest_configure(config):
+    """`--implementation` before any test module is imported (the divergence file is read at import)."""
+    if config.getoption("--implementation"):
+        os.environ[ENV] = config.getoption("--implementation")
+        selected.cache_clear()
+    try:
+        selected().check_installed()  # a bad name or a missing framework fails here, before collection
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+#: Modules that check policyload itself (its loads and placements), outside the adapter protocol.
+REFERENCE_ONLY_MODULES = {
+    "test_loading.py", "test_placement.py", "test_distributed.py", "test_revision_remote_code.py",
+    "test_topology_contract.py",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    implementation = selected()
+    if implementation.is_reference:
+        return
+    reason = f"checks policyload's own loads, outside the adapter protocol (implementation {implementation.name!r})"
+    for item in items:
+        if item.path.name in REFERENCE_ONLY_MODULES:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 #: What TRL's recipe did, by case id, kept for the drift report (`--observations`) in `config.stash`.
@@ -62,6 +107,12 @@ def pytest_sessionfinish(session, exitstatus):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         record = {"trl": str(TRL), "transformers": version("transformers"), "observations": observations}
         Path(path).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+    path = session.config.getoption("--compatibility")
+    if path:
+        from .compatibility import recording
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(recording(selected(), COMPARISONS), indent=1, sort_keys=True))
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ from packaging.specifiers import SpecifierSet
 
 from policyload._toml import tomllib
 
+from .implementation import selected
 from .trl_release import TRL
 
 DIVERGENCES_FILE = Path(__file__).with_name("divergences.toml")
@@ -162,5 +163,7 @@ def load_divergences(path: Path = DIVERGENCES_FILE) -> list[Divergence]:
     return divergences
 
 
-#: Loaded at import, so that a malformed file stops the suite before any case runs.
-DIVERGENCES = load_divergences()
+#: The file of the implementation under test (`implementation.selected()`, the reference's by
+#: default), loaded at import, so that a malformed file stops the suite before any case runs.
+SELECTED_FILE = selected().divergences
+DIVERGENCES = load_divergences(SELECTED_FILE)

@@ -15,8 +15,6 @@ from policyload import Topology
 from policyload.cases import DTYPE_TOKENS
 from policyload.plan import DPOOptions
 
-DPO_LEVEL = "dpo-plan"
-
 
 @dataclass(frozen=True)
 class DPOCase:

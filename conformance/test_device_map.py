@@ -1,4 +1,5 @@
-"""Level 2: `kbit_device_map` against TRL's `get_kbit_device_map` under simulated topologies.
+"""Level 2: the implementation's k-bit device map (the reference's `kbit_device_map` by default)
+against TRL's `get_kbit_device_map` under simulated topologies.
 
 TRL 1.8 removed `get_kbit_device_map`. From there the contract is checked against what it did,
 recorded from TRL 1.7.1 (`contract_recording.py`; re-verified in the trl-1.7 environment), and
@@ -8,19 +9,28 @@ exactly in divergences.toml. An outcome is `{"device_map": value}`, so a differe
 
 import pytest
 
-from policyload import Topology, kbit_device_map
+from policyload import Topology
 
 from .agreement import Outcome, assert_agrees, observe, same
 from .cases import DEVICE_MAP_LEVEL, DEVICE_MAP_TOPOLOGIES, trainer_case_id
 from .contract_recording import RECORDED, RECORDED_TRL, recorded_here, trl_kbit_device_map
+from .implementation import selected
 from .trl_oracle import trainer_device_map
 from .trl_release import FACTS, TRL
 
 TOPOLOGY_IDS = {"ids": lambda topology: topology.token}
 
 
-def as_outcome(device_map) -> Outcome:
-    return Outcome({"device_map": device_map})
+def implementation_outcome(topology: Topology) -> Outcome:
+    """The implementation under test's device map (skips the test where it has none)."""
+    device_map = selected().function(DEVICE_MAP_LEVEL)
+    return observe(lambda: {"device_map": device_map(topology)})
+
+
+#: The recorded-contract checks below hold policyload's own `kbit_device_map` to a recording.
+reference_only = pytest.mark.skipif(
+    not selected().is_reference, reason="checks the reference's kbit_device_map against TRL 1.7.1's recording"
+)
 
 
 @pytest.mark.skipif(
@@ -29,20 +39,23 @@ def as_outcome(device_map) -> Outcome:
 @pytest.mark.parametrize("topology", DEVICE_MAP_TOPOLOGIES, **TOPOLOGY_IDS)
 def test_kbit_device_map_matches_trl(topology):
     trl = observe(lambda: {"device_map": trl_kbit_device_map(topology)})
-    assert_agrees(DEVICE_MAP_LEVEL, topology.token, as_outcome(kbit_device_map(topology)), trl)
+    assert_agrees(DEVICE_MAP_LEVEL, topology.token, implementation_outcome(topology), trl)
 
 
 @pytest.mark.skipif(FACTS.has_kbit_device_map, reason="requires trl>=1.8: before it, get_kbit_device_map decides")
 @pytest.mark.parametrize("topology", DEVICE_MAP_TOPOLOGIES, **TOPOLOGY_IDS)
 def test_kbit_device_map_matches_trainer_decision(topology, tiny_checkpoints):
     observed = observe(lambda: {"device_map": trainer_device_map(str(tiny_checkpoints["llama"]), topology)})
-    assert_agrees(DEVICE_MAP_LEVEL, trainer_case_id(topology), as_outcome(kbit_device_map(topology)), observed)
+    assert_agrees(DEVICE_MAP_LEVEL, trainer_case_id(topology), implementation_outcome(topology), observed)
 
 
+@reference_only
 @pytest.mark.parametrize("topology", DEVICE_MAP_TOPOLOGIES, **TOPOLOGY_IDS)
 def test_kbit_device_map_matches_recorded_contract(topology):
-    """On every release, TRL's newest included: the reference against what `get_kbit_device_map` did."""
-    reference, recorded = kbit_device_map(topology), RECORDED["get_kbit_device_map"][topology.token]
+    """On every release, TRL's newest included: the reference (through its adapter, so that the
+    adapter is held to it too) against what `get_kbit_device_map` did."""
+    reference = selected().function(DEVICE_MAP_LEVEL)(topology)
+    recorded = RECORDED["get_kbit_device_map"][topology.token]
     assert same(reference, recorded), (
         f"device_map: reference {reference!r}, recorded from trl {RECORDED_TRL} {recorded!r} [{topology.token}]"
     )

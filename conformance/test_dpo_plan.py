@@ -21,11 +21,14 @@ import shutil
 import pytest
 
 from fixtures.preference_data import ROWS
-from policyload import LoadSpec, Topology, plan_dpo_loads
+from policyload import LoadSpec, Topology
+from policyload.plan.trainer import word_tokenizer
 
 from .agreement import Outcome, assert_agrees, observe
-from .dpo_cases import CASES, DPO_LEVEL, DPOCase
+from .cases import DPO_PLAN_LEVEL
+from .dpo_cases import CASES, DPOCase
 from .dpo_recording import Recorded, every_load, flat, observed, planned
+from .implementation import selected
 from .trainer_patches import args_see_distributed_type, recipe_stops_before_training, trainer_sees_fsdp
 from .trl_oracle import model_config, reference_spec
 from .trl_release import FACTS
@@ -33,14 +36,7 @@ from .upstream_patches import trl_device_decider, trl_partial_state
 
 
 def _tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = sorted({word for row in ROWS for text in row.values() for word in text.split()})
-    vocab = {token: i for i, token in enumerate(["<unk>", "<pad>", "<eos>", *words])}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
+    return word_tokenizer(ROWS)
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +110,9 @@ def trl_loads(case: DPOCase, path: str, dataset_dir, output_dir) -> dict:
 
 
 def plan_loads(case: DPOCase, path: str) -> dict:
-    """The plan for `case` in the shared shape; an instance's values read off a model loaded alike."""
+    """The implementation under test's plan (the reference's `plan_dpo_loads` by default) for `case`
+    in the shared shape; an instance's values read off a model loaded alike."""
+    plan_dpo_loads = selected().function(DPO_PLAN_LEVEL)
     if case.policy == "path":
         topology = case.topology or Topology.detect()
         return planned(plan_dpo_loads(reference_spec(path, case.fields), case.options, topology), path)
@@ -129,7 +127,7 @@ def test_dpo_loads_match_plan(case, dpo_checkpoint, preference_data, tmp_path, r
     path = str(dpo_checkpoint)
     trl = observe(trl_loads, case, path, preference_data, tmp_path)
     record_observation(str(case), Outcome(value=flat(trl.value)) if trl.error is None else trl)
-    assert_agrees(DPO_LEVEL, str(case), observe(plan_loads, case, path), trl)
+    assert_agrees(DPO_PLAN_LEVEL, str(case), observe(plan_loads, case, path), trl)
 
 
 def test_recorder_sees_every_outermost_load(dpo_checkpoint):

@@ -1,4 +1,5 @@
-"""Level 3: what TRL's own DPO entry point passes to `from_pretrained`, against `build_model_kwargs`.
+"""Level 3: what TRL's own DPO entry point passes to `from_pretrained`, against the implementation's
+full keyword set (the reference's `build_model_kwargs` by default).
 
 The reference side is `build_model_kwargs(LoadSpec.from_model_config(cfg))` of the very
 `ModelConfig` TRL reads, which is how a TRL user reaches policyload.
@@ -14,21 +15,25 @@ import transformers
 
 from policyload import LoadSpec, Topology, build_model_kwargs
 
-from .agreement import assert_agrees, observe, same
+from .agreement import Outcome, assert_agrees, observe, same
 from .cases import FIELD_CASES, RECIPE_LEVEL, TRUST_REMOTE_CODE_CASE, fields_id, recipe_case_id, recipe_cases
 from .contract_recording import RECORDED, RECORDED_TRL, kbit_recipe_cases, recipe_device_map, recorded_here
-from .trl_oracle import comparable_kwargs, model_config, recipe_kwargs, reference_spec
+from .implementation import selected
+from .trl_oracle import comparable_kwargs, model_config, recipe_kwargs
 from .trl_release import TRL
 
 
-def reference(path: str, fields: dict, topology: Topology) -> dict:
-    return comparable_kwargs(build_model_kwargs(reference_spec(path, fields), topology))
+def implementation(path: str, fields: dict, topology: Topology) -> Outcome:
+    """The implementation under test's keywords, observed (skips the test where it has none)."""
+    model_kwargs = selected().function(RECIPE_LEVEL)
+    return observe(lambda: comparable_kwargs(model_kwargs(path, fields, topology)))
 
 
 @pytest.mark.parametrize("case, topology", recipe_cases())
 def test_recipe_kwargs_match_trl(case, topology, tiny_checkpoints, preference_data, tmp_path, record_observation):
     path = str(tiny_checkpoints["llama"])
     case_id = recipe_case_id(case, topology)
+    ours = implementation(path, case.model_config_fields(), topology)  # first: skips before TRL runs
     trl = observe(recipe_kwargs, path, case.model_config_fields(), preference_data, tmp_path, topology)
     record_observation(case_id, trl)
     if recorded_here() and case_id in RECORDED["recipe_device_map"]:
@@ -37,15 +42,16 @@ def test_recipe_kwargs_match_trl(case, topology, tiny_checkpoints, preference_da
             f"device_map: trl {TRL} {observed!r}, recorded {recorded!r} [{case_id}]: the recording is stale; "
             "re-record (python -m conformance.contract_recording --write)"
         )
-    assert_agrees(RECIPE_LEVEL, case_id, observe(reference, path, case.model_config_fields(), topology), trl)
+    assert_agrees(RECIPE_LEVEL, case_id, ours, trl)
 
 
+@pytest.mark.skipif(not selected().is_reference, reason="checks the reference's keywords against TRL 1.7.1's recording")
 @pytest.mark.parametrize("case, topology", kbit_recipe_cases())
 def test_recipe_device_map_matches_recorded_contract(case, topology, tiny_checkpoints):
     """On every release, TRL's newest included: the reference's k-bit device_map against what TRL's
     recipe passed while `get_kbit_device_map` decided it (recorded from TRL 1.7.1)."""
     case_id = recipe_case_id(case, topology)
-    keywords = reference(str(tiny_checkpoints["llama"]), case.model_config_fields(), topology)
+    keywords = implementation(str(tiny_checkpoints["llama"]), case.model_config_fields(), topology).value
     observed, recorded = recipe_device_map(keywords), RECORDED["recipe_device_map"][case_id]
     assert same(observed, recorded), (
         f"device_map: reference {observed!r}, recorded from trl {RECORDED_TRL} {recorded!r} [{case_id}]"
@@ -77,9 +83,10 @@ def test_device_map_none_is_the_keyword_left_out():
 def test_recipe_passes_other_fields(fields, tiny_checkpoints, preference_data, tmp_path, record_observation):
     path = str(tiny_checkpoints["llama"])
     case_id = fields_id(fields)
+    ours = implementation(path, fields, Topology(None))
     trl = observe(recipe_kwargs, path, fields, preference_data, tmp_path)
     record_observation(case_id, trl)
-    assert_agrees(RECIPE_LEVEL, case_id, observe(reference, path, fields, Topology(None)), trl)
+    assert_agrees(RECIPE_LEVEL, case_id, ours, trl)
 
 
 def test_trust_remote_code_set_on_model_config(tiny_checkpoints, preference_data, tmp_path, record_observation):
@@ -87,11 +94,14 @@ def test_trust_remote_code_set_on_model_config(tiny_checkpoints, preference_data
     the training config's field instead, and the attribute is silently ignored."""
     path = str(tiny_checkpoints["llama"])
     case_id = TRUST_REMOTE_CODE_CASE
+    # Another implementation takes the case as fields; the reference is reached from the very
+    # ModelConfig object TRL reads (policyload's own way in), below.
+    ours = None if selected().is_reference else implementation(path, {"trust_remote_code": True}, Topology(None))
     config = model_config(path)
     config.trust_remote_code = True
     trl = observe(recipe_kwargs, path, {}, preference_data, tmp_path, model_config_object=config)
     record_observation(case_id, trl)
-    reference_kwargs = observe(
-        lambda: comparable_kwargs(build_model_kwargs(LoadSpec.from_model_config(config), Topology(None)))
-    )
-    assert_agrees(RECIPE_LEVEL, case_id, reference_kwargs, trl)
+    if ours is None:
+        from_config = LoadSpec.from_model_config
+        ours = observe(lambda: comparable_kwargs(build_model_kwargs(from_config(config), Topology(None))))
+    assert_agrees(RECIPE_LEVEL, case_id, ours, trl)

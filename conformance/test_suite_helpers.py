@@ -9,8 +9,9 @@ from packaging.version import Version
 
 from policyload.cases import ConfigCase, config_cases, load_cases
 
-from .agreement import ABSENT, DIVERGENCES, Config, Outcome, decode, divergence_kind, explain, load_divergences
+from .agreement import ABSENT, Config, Outcome, decode, divergence_kind, explain, load_divergences
 from .cases import all_case_ids
+from .implementation import builtin_implementations
 from .trl_release import facts_for
 
 
@@ -34,6 +35,9 @@ def test_matrices_are_full_products_with_unique_ids():
         (Outcome(error="ValueError"), Outcome(error="ValueError"), None),
         (Outcome(error="ValueError"), Outcome({"a": 1}), "trl-accepts"),
         (Outcome(error="ValueError"), Outcome(error="AttributeError"), "trl-crashes"),
+        # another implementation that crashes exactly as TRL does behaves like TRL
+        (Outcome(error="AttributeError"), Outcome(error="AttributeError"), None),
+        (Outcome(error="TypeError"), Outcome(error="AttributeError"), "trl-crashes"),
         (Outcome({"a": 1}), Outcome(error="ValueError"), "trl-rejects"),
         (Outcome({"a": 1}), Outcome({"a": 2}), "values-differ"),
         # the type is part of the value: a dtype is not its name, True is not 1, a config is not a dict
@@ -204,8 +208,16 @@ def test_values_in_the_file_keep_their_type():
     }
 
 
-@pytest.mark.parametrize("divergence", DIVERGENCES, ids=lambda d: f"{d.level}:{d.cases[0]}:{d.kind}")
+def every_implementations_divergences() -> list:
+    return [(i.name, d) for i in builtin_implementations() for d in load_divergences(i.divergences)]
+
+
+@pytest.mark.parametrize(
+    "divergence", every_implementations_divergences(), ids=lambda d: f"{d[0]}:{d[1].level}:{d[1].cases[0]}:{d[1].kind}"
+)
 def test_every_listed_divergence_names_real_cases(divergence):
+    """In every implementation's file, not only the selected one's."""
+    _, divergence = divergence
     ids = all_case_ids()[divergence.level]
     lower_bounds = (Version(s.version) for s in SpecifierSet(divergence.trl) if s.operator in (">=", "=="))
     release = max(lower_bounds, default=Version("0"))

@@ -61,7 +61,8 @@ def observation_json(value):
 
 
 def quantization_config_dict(config) -> dict | None:
-    return None if config is None else config.to_dict()
+    """A config as its `to_dict()`; a dict is taken as one already (alignment-handbook returns it so)."""
+    return None if config is None else config if isinstance(config, dict) else config.to_dict()
 
 
 class _Captured(Exception):

@@ -187,5 +187,5 @@ def test_the_names_the_run_selects_by_still_exist():
 
 def test_prepare_wheels_finds_its_pins():
     pins = (ROOT / "constraints" / "newest.txt").read_text() + (ROOT / "constraints" / "base.txt").read_text()
-    for name in ("trl", "transformers", "datasets", "bitsandbytes"):
+    for name in ("trl", "transformers", "datasets", "bitsandbytes", "peft"):
         assert re.search(rf"^{name}==\S+", pins, re.M), f"prepare-wheels.sh reads the {name} pin from constraints/"

@@ -367,3 +367,18 @@ def test_touch_and_storages_of_a_real_model_cover_its_tensors():
     host_memory.touch(storages)
 
     assert sorted(size for _, size in storages) == [256 * 4, 1024 * 256 * 4]
+
+
+def test_fresh_process_host_memory_comes_from_a_warmed_up_child():
+    """With a warm-up checkpoint the host figures are read in a second child that ran the load path
+    first: the first load's lazy imports and re-faulted library code leave its peak, which is then
+    the model's (a ~100 KiB tiny model: far below the cold child's peak of tens of MiB)."""
+    path = str(tiny_checkpoint("llama"))
+    spec = dataclasses.asdict(LoadSpec(path, dtype="bfloat16", load_in_4bit=True))
+    with FreshProcessServer() as server:
+        cold = server.measure(spec)
+        warm = server.measure(spec, warmup_path=path)
+    assert cold["host_warmup_checkpoint"] is None and warm["host_warmup_checkpoint"] == path
+    assert warm["cold_first_load_s"] > 0 and warm["cold_page_cache_evicted"] is True
+    print(f"peak cold {cold['host_peak_bytes'] / MIB:.1f} MiB, warmed up {warm['host_peak_bytes'] / MIB:.1f} MiB")
+    assert warm["host_peak_bytes"] < cold["host_peak_bytes"] / 2

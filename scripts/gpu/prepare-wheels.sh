@@ -11,10 +11,12 @@
 #   trl, transformers, datasets, bitsandbytes   the versions of constraints/newest.txt + base.txt, the
 #                                               environment of `tox -e bench-gpu` (the machine has
 #                                               transformers too, an older one; no trl, datasets, bnb)
+#   peft                                        the pinned release (base.txt): the DPO bill's PEFT cases;
+#                                               the tool's brief lists no peft on the machine
 #   dill, multiprocess                          datasets' needs the machine lacks (it has pyarrow,
 #                                               pandas, xxhash, fsspec, huggingface-hub, ...)
 #   policyload                                  this project, `pip wheel --no-deps .`
-# torch, accelerate, pytest, pytest-benchmark, nvidia-ml-py, matplotlib, hypothesis, peft are
+# torch, accelerate, pytest, pytest-benchmark, nvidia-ml-py, matplotlib, hypothesis are
 # there already and are not carried (torch must be the machine's own CUDA build anyway).
 #
 # bitsandbytes ships native libraries for every CUDA 11/12/13, ROCm and XPU release (43 MB
@@ -44,7 +46,7 @@ pin() {
     echo "${line%%[[:space:]#]*}"
 }
 
-PINS=("$(pin trl)" "$(pin transformers)" "$(pin datasets)" "$(pin bitsandbytes)")
+PINS=("$(pin trl)" "$(pin transformers)" "$(pin datasets)" "$(pin bitsandbytes)" "$(pin peft)")
 read -ra extra <<< "$EXTRA_PINS"
 PINS+=("${extra[@]}")
 

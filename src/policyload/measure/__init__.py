@@ -18,6 +18,7 @@ One module per job, every public name re-exported here (`from policyload.measure
     host_memory.py     what a load occupies in host memory, from /proc (anonymous / file-backed,
                        pages under live tensors, peak); page-cache eviction for a cold start
     fresh_process.py   FreshProcessServer: cold start and host memory in a fresh process
+    dpo_bill.py        what a constructed DPOTrainer holds, read in that fresh process (the DPO bill)
     __main__.py        `python -m policyload.measure serve`, the server's internal command line
 
 An unavailable measurement is recorded, never dropped: where NVML is missing or restricted,

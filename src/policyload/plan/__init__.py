@@ -16,7 +16,8 @@ with `precompute_ref_log_probs`, FSDP included.
 
 The modules, one job each: `options` holds `DPOOptions` and its validation, `loads` the plan
 (`plan_dpo_loads`, `Load`, `DPOPlan`), `adapter` the LoRA adapter (targets, dtype, parameters),
-`bill` the bytes of each load and the provisional peak, `cli` the command line
+`bill` the bytes of each load and the load peak, `trainer` the DPOTrainer the recipe builds
+(shared by the conformance test and the DPO bill benchmark), `cli` the command line
 (`python -m policyload.plan`). The names below are re-exported so that
 `from policyload.plan import ...` keeps working. Importing the package imports neither torch nor
 transformers; the functions that need them import them when called.

@@ -139,7 +139,7 @@ def _table(plan: DPOPlan, result: dict) -> str:
         ),
         ("adapter" + ("" if plan.adapter else " (none)"), result["adapter_bytes"]),
         ("total", result["total_bytes"]),
-        ("peak (provisional)", result["peak_bytes"]),
+        ("peak while loading", result["peak_bytes"]),
     ]
     lines = [f"{'':<40} {'GiB':>9}"] + [f"{name:<40} {value / gib:>9.2f}" for name, value in rows]
     if result["fits"] is not None:

@@ -75,6 +75,10 @@ class Run:
     #: Every case's outcome ({"case_id", "checkpoint", "dtype", "quantization", "outcome", "reason"?}):
     #: measured, skipped, failed or oom; pytest-benchmark's own list has the measured ones only.
     outcomes: tuple = ()
+    #: The DPO bill cases (`extra_info["kind"] == "dpo"`, benchmarks/test_dpo.py), their extra_info as
+    #: written: kept apart from `rows`, whose key (checkpoint/dtype/quantization) they would repeat.
+    dpo: tuple = ()
+    dpo_outcomes: tuple = ()
 
     @property
     def quick(self):
@@ -125,10 +129,13 @@ def load_run(path) -> Run:
     if not isinstance(document, dict) or not isinstance(document.get("benchmarks"), list):
         raise ReportError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
     machine = document.get("machine_info", {}).get("policyload", {})
-    rows = []
+    rows, dpo = [], []
     for index, benchmark in enumerate(document["benchmarks"]):
         try:
             extra = benchmark.get("extra_info", {})
+            if extra.get("kind") == "dpo":
+                dpo.append(extra)
+                continue
             tracker_latency = _measurement(extra.get("median_latency_s"))
             if tracker_latency is None:
                 latency, latency_source = _measurement(benchmark["stats"]["median"]), STATS_LATENCY
@@ -173,7 +180,11 @@ def load_run(path) -> Run:
     # No `policyload` machine info (a JSON not written through benchmarks/conftest.py): pytest-benchmark's CPU name.
     device = machine.get("device") or document.get("machine_info", {}).get("cpu", {}).get("brand_raw", "unknown")
     outcomes = document.get("policyload_outcomes")
-    return Run(path, device, machine, rows, tuple(outcomes) if isinstance(outcomes, list) else ())
+    dpo_outcomes = document.get("policyload_dpo_outcomes")
+    return Run(
+        path, device, machine, rows, tuple(outcomes) if isinstance(outcomes, list) else (),
+        dpo=tuple(dpo), dpo_outcomes=tuple(dpo_outcomes) if isinstance(dpo_outcomes, list) else (),
+    )
 
 
 def device_folder_name(device: str) -> str:

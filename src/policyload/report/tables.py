@@ -11,7 +11,7 @@ from pathlib import Path
 from .runs import Run
 
 #: Versions named in the table's heading line, in this order, when the run recorded them.
-_LIBRARIES = ("torch", "transformers", "trl", "bitsandbytes", "accelerate")
+_LIBRARIES = ("torch", "transformers", "trl", "bitsandbytes", "accelerate", "peft")
 _HEADER = (
     "| checkpoint | dtype | quantization | outcome | median latency | peak RSS | resident RSS "
     "| measured resident | predicted resident | measured/predicted | measured peak | predicted peak "
@@ -81,6 +81,11 @@ def _outcome_cell(outcome: dict) -> str:
 
 def markdown_table(run: Run) -> str:
     versions = ", ".join(f"{name} {run.machine[name]}" for name in _LIBRARIES if run.machine.get(name))
+    from .dpo import dpo_table  # report.dpo formats with this module's helpers
+
+    dpo = dpo_table(run)
+    if dpo and not run.rows and not run.outcomes:  # a DPO-only run (pytest benchmarks -k dpo)
+        return f"Device: {run.device}" + (f"; {versions}" if versions else "") + "\n\n" + dpo
     lines = [
         f"Device: {run.device}" + (f"; {versions}" if versions else ""),
         "",
@@ -118,7 +123,7 @@ def markdown_table(run: Run) -> str:
         summary = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
         lines += ["", f"Outcomes: {summary}" + (f" ({len(routine)} skipped: {_ROUTINE_SKIP})" if routine else "")]
     estimators = estimator_table(run)
-    return "\n".join(lines) + "\n" + ("\n" + estimators if estimators else "")
+    return "\n".join(lines) + "\n" + ("\n" + estimators if estimators else "") + ("\n" + dpo if dpo else "")
 
 
 def write_chart(run: Run, path) -> Path:

@@ -1,0 +1,99 @@
+"""The implementation under test as a parameter: how it is named, refused, skipped and adapted."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from .agreement import Outcome, assert_agrees
+from .divergences import load_divergences
+from .implementation import (
+    BUILTIN,
+    COMPARISONS,
+    ENV,
+    Implementation,
+    builtin_implementations,
+    load_implementation,
+    selected,
+)
+
+
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        ("alignment_handbook", "not a built-in name and not of the form module:object"),
+        ("conformance.no_such_module:IMPLEMENTATION", "module 'conformance.no_such_module' does not import"),
+        ("conformance.cases:NOPE", "module 'conformance.cases' has no attribute 'NOPE'"),
+        ("conformance.cases:RECIPE_LEVEL", "conformance.cases:RECIPE_LEVEL is a str, not an Implementation"),
+    ],
+)  # fmt: skip
+def test_a_bad_implementation_is_refused_naming_field_value_and_accepted(value, why):
+    with pytest.raises(ValueError) as error:
+        load_implementation(value)
+    message = str(error.value)
+    assert message.startswith(f"{ENV}={value!r} is not accepted: {why}")
+    assert message.endswith(
+        "accepted: one of ['alignment-handbook', 'llamafactory', 'oumi', 'reference'] "
+        "or 'module:object' naming a conformance.implementation.Implementation"
+    )
+
+
+def test_module_object_and_builtin_name_give_the_same_implementation():
+    assert load_implementation("conformance.implementations.reference:IMPLEMENTATION") is load_implementation(
+        "reference"
+    )
+    assert [i.name for i in builtin_implementations()] == ["reference", "alignment-handbook", "llamafactory", "oumi"]
+    assert set(BUILTIN) == {"reference", "alignment-handbook", "llamafactory", "oumi"}
+
+
+@pytest.mark.parametrize("implementation", builtin_implementations(), ids=lambda i: i.name)
+def test_every_builtin_has_a_divergence_file_that_loads(implementation):
+    assert implementation.divergences.exists()
+    assert isinstance(load_divergences(implementation.divergences), list)
+
+
+def test_a_level_without_a_function_is_skipped_saying_which_and_why(tmp_path):
+    partial = Implementation("partial", tmp_path / "none.toml", quantization_config=dict, missing={"recipe": "why"})
+    assert partial.function("quantization") is dict
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        partial.function("recipe")
+    assert str(skipped.value) == "implementation 'partial' has no model_kwargs function (level recipe): why"
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        partial.function("device-map")
+    assert str(skipped.value) == (
+        "implementation 'partial' has no device_map function (level device-map): not provided by the adapter"
+    )
+
+
+def test_a_case_the_implementation_cannot_express_is_skipped_and_not_counted():
+    inapplicable = Outcome(error="NotApplicable", message="no such field")
+    with pytest.raises(pytest.skip.Exception, match=f"not expressible in {selected().name}: no such field"):
+        assert_agrees("quantization", "bf16-4bit-nf4-flat-defstore", inapplicable, Outcome(value=None))
+    before = {level: dict(cases) for level, cases in COMPARISONS.items()}
+    assert_agrees("quantization", "never-a-case", inapplicable, Outcome(value=None), skip_inapplicable=False)
+    assert COMPARISONS == before
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("alignment") is None, reason="requires alignment-handbook (tox -e impl-alignment-handbook)"
+)
+def test_alignment_handbook_is_reached_without_its_package_init():
+    """Its __init__ imports alignment.decontaminate, whose module body downloads a dataset."""
+    from .implementations.alignment_handbook import model_utils
+
+    module = model_utils()
+    assert Path(module.__file__).name == "model_utils.py"
+    assert "alignment.decontaminate" not in sys.modules
+    assert not hasattr(sys.modules["alignment"], "__version__")  # set by the __init__ it skipped
+
+
+def test_an_implementation_whose_framework_is_not_installed_is_refused_naming_its_environment(tmp_path):
+    missing = Implementation("x", tmp_path / "x.toml", requires=("no-such-distribution-for-policyload", "impl-x"))
+    with pytest.raises(ValueError) as error:
+        missing.check_installed()
+    assert str(error.value) == (
+        f"{ENV}='x' needs the distribution 'no-such-distribution-for-policyload', not installed here; "
+        "accepted: an environment that has it (tox -e impl-x)"
+    )
+    Implementation("y", tmp_path / "y.toml", requires=("pytest", "unit")).check_installed()  # installed: no error
