@@ -20,6 +20,8 @@ from policyload.report import parse_percent
 from policyload.report.runs import load_run
 from policyload.report.tables import format_bytes
 
+from .check_memory import verdict
+
 
 def judge(run, tolerance: float) -> tuple[list[str], list[str], int]:
     """(lines to print, problems, cases checked) of `run` against `tolerance` (a fraction)."""
@@ -56,12 +58,7 @@ def main(argv=None) -> int:
     lines, problems, checked = judge(load_run(args.json), parse_percent(args.total))
     for line in lines:
         print(line)
-    for problem in problems:
-        print(f"problem: {problem}")
-    if not checked and not problems:
-        print("error: no DPO case with a measured bill: nothing was checked", file=sys.stderr)
-        return 2
-    return 1 if problems else 0
+    return verdict(problems, checked, "no DPO case with a measured bill")
 
 
 if __name__ == "__main__":
