@@ -32,20 +32,17 @@ def word_tokenizer(rows):
 
 
 def model_config(spec: LoadSpec, options: DPOOptions):
-    """TRL's `ModelConfig` for `spec` and `options`: what `TrlParser` would have parsed from the command line."""
+    """TRL's `ModelConfig` for `spec` and `options`: what `TrlParser` would have parsed from the command
+    line. `LoadSpec`'s fields carry `ModelConfig`'s names; `trust_remote_code` is on the training
+    config since TRL 1.7 (`model_init_kwargs` in `build_dpo_trainer`)."""
+    import dataclasses
+
     from trl import ModelConfig
 
+    fields = {name: value for name, value in dataclasses.asdict(spec).items() if name != "trust_remote_code"}
     targets = options.lora_target_modules
     return ModelConfig(
-        model_name_or_path=spec.model_name_or_path,
-        model_revision=spec.model_revision,
-        dtype=spec.dtype,
-        attn_implementation=spec.attn_implementation,
-        load_in_8bit=spec.load_in_8bit,
-        load_in_4bit=spec.load_in_4bit,
-        bnb_4bit_quant_type=spec.bnb_4bit_quant_type,
-        use_bnb_nested_quant=spec.use_bnb_nested_quant,
-        bnb_4bit_quant_storage=spec.bnb_4bit_quant_storage,
+        **fields,
         use_peft=options.use_peft,
         lora_r=options.lora_r,
         lora_alpha=options.lora_alpha,
