@@ -36,6 +36,19 @@ def import_dpo_libraries() -> None:
         importlib.import_module(name)
 
 
+def _use_held_models(trainer) -> dict[str, list]:
+    """Use every model the trainer holds as a load benchmark uses one (`host_memory.use_model`: a
+    forward pass, a read of every page); their storages by role ("policy", "reference")."""
+    from . import host_memory
+
+    storages = {}
+    for role, model in (("policy", trainer.model), ("reference", trainer.ref_model)):
+        if model is not None:
+            model.eval()
+            storages[role] = host_memory.use_model(model)
+    return storages
+
+
 def _warm_up(spec, options, rows, output_dir) -> None:
     """Build, use and free the trainer of `spec` (a tiny checkpoint), leaving nothing in the heap."""
     import gc
@@ -44,11 +57,8 @@ def _warm_up(spec, options, rows, output_dir) -> None:
     from . import host_memory
 
     trainer = build_dpo_trainer(spec, options, rows, output_dir)
-    for model in (trainer.model, trainer.ref_model):
-        if model is not None:
-            model.eval()
-            host_memory.use_model(model)
-    del trainer, model
+    _use_held_models(trainer)
+    del trainer
     gc.collect()
     host_memory.trim_heap()
 
@@ -96,19 +106,14 @@ def measure_dpo_in_this_process(request: dict) -> dict:
         baseline = host_memory.proc_status()
         with RssTracker() as rss, LatencyTracker(device) as latency:
             trainer = build_dpo_trainer(spec, options, request["rows"], output_dir)
-        held = {"policy": trainer.model, "reference": trainer.ref_model}
         result = {
             "dpo_init_s": latency.seconds,
             "dpo_page_cache_evicted": evicted,
             "dpo_warmed_up_on": warmup_path,
-            "dpo_models_held": sorted(role for role, model in held.items() if model is not None),
             **{f"dpo_{key}": value for key, value in rss.readout().items()},
         }
-        storages = {}
-        for role, model in held.items():
-            if model is not None:
-                model.eval()
-                storages[role] = host_memory.use_model(model)
+        storages = _use_held_models(trainer)
+        result["dpo_models_held"] = sorted(storages)
         everything = [storage for role in storages for storage in storages[role]]
         host = host_memory.host_memory_after_load(baseline, everything)
         result.update({f"dpo_{key}": value for key, value in host.items()})
@@ -116,7 +121,7 @@ def measure_dpo_in_this_process(request: dict) -> dict:
             result[f"dpo_host_file_referenced_{role}_bytes"] = (
                 host_memory.file_backed_resident_bytes(storages[role]) if role in storages else 0
             )
-        policy, reference = held["policy"], held["reference"]
+        policy, reference = trainer.model, trainer.ref_model
         result["dpo_tensor_policy_bytes"] = _tensor_bytes(policy, lambda name: not _is_adapter(name))
         result["dpo_tensor_adapter_bytes"] = _tensor_bytes(policy, _is_adapter)
         result["dpo_tensor_reference_bytes"] = 0 if reference is None else _tensor_bytes(reference, lambda name: True)

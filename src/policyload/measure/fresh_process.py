@@ -77,21 +77,20 @@ class FreshProcessServer:
 
         Raises RuntimeError naming the failure if a child crashed (OOM-killed included).
         """
-        self._process.stdin.write(json.dumps({"spec": spec_fields, "warmup_path": warmup_path}) + "\n")
-        self._process.stdin.flush()
-        reply = self._reply()
-        if "error" in reply:
-            raise RuntimeError(f"fresh-process load failed: {reply['error']}")
-        return reply
+        return self._ask({"spec": spec_fields, "warmup_path": warmup_path}, "load")
 
     def measure_dpo(self, request: dict) -> dict:
         """What a constructed DPOTrainer holds, in a fresh process (`dpo_bill`: the request's keys);
         RuntimeError naming the failure if the child crashed (OOM-killed included)."""
-        self._process.stdin.write(json.dumps({"dpo": request}) + "\n")
+        return self._ask({"dpo": request}, "DPO trainer")
+
+    def _ask(self, request: dict, what: str) -> dict:
+        """Send one request line, read its reply; a child's failure as RuntimeError naming `what`."""
+        self._process.stdin.write(json.dumps(request) + "\n")
         self._process.stdin.flush()
         reply = self._reply()
         if "error" in reply:
-            raise RuntimeError(f"fresh-process DPO trainer failed: {reply['error']}")
+            raise RuntimeError(f"fresh-process {what} failed: {reply['error']}")
         return reply
 
     def close(self) -> None:
@@ -146,29 +145,10 @@ def warm_up(spec_fields: dict, warmup_path: str) -> None:
     host_memory.trim_heap()
 
 
-def host_memory_after_warm_up(spec_fields: dict, warmup_path: str) -> dict:
-    """In a forked child: `warm_up`, then the load's host memory (`host_*` keys, as in
-    `measure_in_this_process`), the checkpoint's files evicted from the page cache first."""
-    from ..load import load_policy
-    from ..spec import LoadSpec
-    from ..topology import Topology
-    from . import host_memory
-
-    warm_up(spec_fields, warmup_path)
-    spec = LoadSpec(**spec_fields)
-    files = checkpoint_files(spec.model_name_or_path)
-    if files:
-        host_memory.evict_from_page_cache(files)
-    reset_peak_rss()
-    baseline = host_memory.proc_status()
-    model = load_policy(spec, Topology.detect())
-    storages = host_memory.use_model(model)
-    return {**host_memory.host_memory_after_load(baseline, storages), "host_warmup_checkpoint": warmup_path}
-
-
-def measure_in_this_process(spec_fields: dict) -> dict:
-    """The cold load itself, in the forked child: latency, host memory from /proc (anonymous and
-    file-backed, once usable, and the peak), and on CUDA device memory.
+def measure_in_this_process(spec_fields: dict, warmup_path: str | None = None) -> dict:
+    """The load itself, in the forked child: latency, host memory from /proc (anonymous and
+    file-backed, once usable, and the peak), and on CUDA device memory; with `warmup_path`, after
+    `warm_up` on it (then only its `host_*` figures are kept: module docstring).
 
     The checkpoint's files are evicted from the page cache first, so the load reads them from disk."""
     from ..load import load_policy
@@ -176,6 +156,8 @@ def measure_in_this_process(spec_fields: dict) -> dict:
     from ..topology import Topology
     from . import host_memory
 
+    if warmup_path:
+        warm_up(spec_fields, warmup_path)
     spec = LoadSpec(**spec_fields)
     topology = Topology.detect()
     device = topology.device if topology.accelerator == "cuda" else None
@@ -194,7 +176,7 @@ def measure_in_this_process(spec_fields: dict) -> dict:
         "get_memory_footprint_bytes": int(model.get_memory_footprint()),
     }
     storages = host_memory.use_model(model)
-    result.update(host_memory.host_memory_after_load(baseline, storages), host_warmup_checkpoint=None)
+    result.update(host_memory.host_memory_after_load(baseline, storages), host_warmup_checkpoint=warmup_path)
     if device:
         result.update(cold_device_memory(device, topology.local_process_index))
     return result
@@ -224,8 +206,9 @@ def serve() -> None:
             continue
         reply = measure_in_a_fork(measure_in_this_process, request["spec"])
         if request["warmup_path"] and "error" not in reply:
-            warm = measure_in_a_fork(host_memory_after_warm_up, request["spec"], request["warmup_path"])
-            reply = warm if "error" in warm else {**reply, **warm}
+            warm = measure_in_a_fork(measure_in_this_process, request["spec"], request["warmup_path"])
+            host = {key: value for key, value in warm.items() if key.startswith("host_")}
+            reply = warm if "error" in warm else {**reply, **host}
         print(json.dumps(reply), flush=True)
 
 
