@@ -17,7 +17,13 @@ import dataclasses
 
 import pytest
 
-from benchmarks.test_load import HOST_MEASUREMENT, MEASURABLE_MIN_BYTES, MIB, checkpoint_folder, warmup_checkpoint
+from benchmarks.test_load import (
+    HOST_MEASUREMENT,
+    MEASURABLE_MIN_BYTES,
+    checkpoint_folder,
+    not_measurable,
+    warmup_checkpoint,
+)
 from fixtures.preference_data import ROWS
 from policyload import Topology
 from policyload.memory_model import checkpoint_layout, predict
@@ -35,14 +41,7 @@ def measured_bill(reply: dict, checkpoint_bytes: int, on_device: bool) -> dict:
             "source": DEVICE_MEASUREMENT,
         }
     if checkpoint_bytes < MEASURABLE_MIN_BYTES:
-        return {
-            "total_bytes": None,
-            "peak_bytes": None,
-            "source": (
-                f"n/a: checkpoint below measurable size ({checkpoint_bytes / 1024:.0f} KiB; "
-                f"host figures are read from {MEASURABLE_MIN_BYTES // MIB} MiB up)"
-            ),
-        }
+        return {"total_bytes": None, "peak_bytes": None, "source": not_measurable(checkpoint_bytes)}
     anon, file = reply["dpo_host_anon_bytes"], reply["dpo_host_file_referenced_bytes"]
     return {
         "total_bytes": anon + file,

@@ -175,6 +175,14 @@ def _ratio(numerator, denominator):
     return None if numerator is None or not denominator else numerator / denominator
 
 
+def not_measurable(checkpoint_bytes: int) -> str:
+    """The source of a host figure that is not read, for a checkpoint below `MEASURABLE_MIN_BYTES`."""
+    return (
+        f"n/a: checkpoint below measurable size ({checkpoint_bytes / 1024:.0f} KiB; "
+        f"host figures are read from {MEASURABLE_MIN_BYTES // MIB} MiB up)"
+    )
+
+
 def prediction_columns(prediction, last: dict, cold: dict, layout_bytes: int, device: str | None) -> dict:
     """The memory model against a measurement read from the machine: the CUDA allocator on a device;
     on CPU the fresh process's /proc figures (private + file-backed pages live tensors use, and the
@@ -186,10 +194,7 @@ def prediction_columns(prediction, last: dict, cold: dict, layout_bytes: int, de
         predicted_peak = prediction.peak_bytes
         if prediction.checkpoint_bytes < MEASURABLE_MIN_BYTES:
             measured = peak = None
-            source = (
-                f"n/a: checkpoint below measurable size ({prediction.checkpoint_bytes / 1024:.0f} KiB; "
-                f"host figures are read from {MEASURABLE_MIN_BYTES // MIB} MiB up)"
-            )
+            source = not_measurable(prediction.checkpoint_bytes)
             split = {}
         else:
             anon, file = cold["host_anon_bytes"], cold["host_file_referenced_bytes"]
