@@ -2,7 +2,7 @@
 difference spelled out), built from what conformance runs recorded, never typed in.
 
 A run records with `pytest conformance --compatibility PATH` (conftest.py). The recordings the
-README's table is made of are committed in `conformance/recorded/compatibility/`; each
+table of docs/implementations.md is made of are committed in `conformance/recorded/compatibility/`; each
 implementation's tox environment re-records and `--check`s its fresh file against the committed
 one, so the table cannot go stale. A difference counts whether or not it is a listed divergence:
 the table says how an implementation behaves, its divergence file why.
@@ -62,7 +62,8 @@ def _escape(text: str, width: int | None = None) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def cell(level: dict) -> str:
+def cell(level: dict, first: bool = True) -> str:
+    """A level's verdict; `first=False` leaves the first difference out (the README's short table)."""
     if "no_function" in level:
         return "no function"
     if "not_observed" in level:
@@ -71,8 +72,8 @@ def cell(level: dict) -> str:
     differing = sorted(case for case, difference in cases.items() if difference is not None)
     if not differing:
         return f"agrees ({len(cases)} of {len(cases)} cases)"
-    first = differing[0]
-    return f"differs in {len(differing)} of {len(cases)} cases; first `{first}`: {_escape(cases[first], WIDTH)}"
+    counts = f"differs in {len(differing)} of {len(cases)} cases"
+    return f"{counts}; first `{differing[0]}`: {_escape(cases[differing[0]], WIDTH)}" if first else counts
 
 
 def _order(record: dict) -> tuple:
@@ -90,6 +91,17 @@ def table(records: list[dict]) -> str:
         name = f"{record['implementation']} ({record['description']})"
         lines.append(f"| {_escape(name)} | {record['trl']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def summary_table(records: list[dict]) -> str:
+    """`table` with counts only: what the README's findings show (the reference's row is left out:
+    its differences are TRL's crashes and its changes across releases, listed in divergences.toml)."""
+    lines = ["| framework | " + " | ".join(COLUMNS.values()) + " |", "|---|" + "---|" * len(COLUMNS)]
+    for record in sorted(records, key=_order):
+        if record["implementation"] != "reference":
+            cells = [cell(record["levels"][level], first=False) for level in COLUMNS]
+            lines.append(f"| {_escape(record['description'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def read(directory: Path) -> list[dict]:

@@ -1,5 +1,5 @@
 """The TRL release sweep: which releases, what invalidates a recorded result, resuming, the
-by-release drift report, and the README block generated from the committed record."""
+by-release drift report, and the docs page's block generated from the committed record."""
 
 import json
 from pathlib import Path
@@ -190,18 +190,18 @@ def test_a_release_that_does_not_install_is_a_row_with_its_reason():
     assert "| 0.24.0 to 0.25.0 (0.24.0 not observed) | defaults |" in text
 
 
-def test_readme_block_is_replaced_and_nothing_else():
-    readme = f"intro\n{sweep.BEGIN}\nold\n{sweep.END}\noutro\n"
+def test_docs_block_is_replaced_and_nothing_else():
+    page = f"intro\n{sweep.BEGIN}\nold\n{sweep.END}\noutro\n"
 
-    assert sweep.readme_with("new\n", readme) == f"intro\n{sweep.BEGIN}\nnew\n{sweep.END}\noutro\n"
+    assert sweep.page_with("new\n", page) == f"intro\n{sweep.BEGIN}\nnew\n{sweep.END}\noutro\n"
 
 
 @pytest.mark.skipif(not any(sweep.RECORD.glob("*.json.gz")), reason="no committed sweep record")
-def test_readme_history_is_generated_from_the_committed_sweep():
-    readme = sweep.README.read_text()
+def test_docs_history_is_generated_from_the_committed_sweep():
+    page = sweep.PAGE.read_text()
 
-    assert readme == sweep.readme_with(sweep.history(sweep.load_record(sweep.RECORD)), readme), (
-        "README.md's TRL history is stale: python -m policyload.sweep --readme"
+    assert page == sweep.page_with(sweep.history(sweep.load_record(sweep.RECORD)), page), (
+        "docs/trl-releases.md's TRL history is stale: python -m policyload.sweep --docs"
     )
 
 

@@ -1,4 +1,5 @@
-"""The GitHub workflows: valid against GitHub's schema, running the commands the README documents,
+"""The GitHub workflows: valid against GitHub's schema, running the commands the README and the
+documentation site (docs/) document,
 and the nightly's shell steps (checkpoint options, regression gate) run here with stand-ins.
 
 The schema check is `check-jsonschema --builtin-schema vendor.github-workflows`, which validates
@@ -25,8 +26,8 @@ CI = ROOT / ".github" / "workflows" / "ci.yml"
 NIGHTLY = ROOT / ".github" / "workflows" / "nightly-gpu.yml"
 SWEEP = ROOT / ".github" / "workflows" / "sweep.yml"
 RECORDED = ROOT / "tests" / "data" / "bench-cpu-quick.json"
-#: The README section that documents the nightly job's commands.
-NIGHTLY_SECTION = "Nightly GPU job"
+#: The documentation page of the nightly job's commands.
+NIGHTLY_PAGE = ROOT / "docs" / "nightly.md"
 #: `tox -e ENVS` or `tox -m LABEL` (also `$tox ...`, as .ci/run writes it), options after it dropped.
 TOX_COMMAND = re.compile(r"(?<![\w/.-])\$?tox\s+(-[em])\s+([\w.,-]+)")
 
@@ -54,18 +55,9 @@ def tox_commands(text: str) -> set[str]:
     return commands
 
 
-def readme_sections() -> dict[str, str]:
-    """Heading text -> the section's body, for every heading of README.md (not `#` lines in code)."""
-    sections, heading, in_code = {"": []}, "", False
-    for line in (ROOT / "README.md").read_text().splitlines():
-        if line.startswith("```"):
-            in_code = not in_code
-        elif not in_code and re.match(r"#{1,6} ", line):
-            heading = line.lstrip("#").strip()
-            sections[heading] = []
-            continue
-        sections[heading].append(line)
-    return {name: "\n".join(lines) + "\n" for name, lines in sections.items()}
+def documentation() -> list[Path]:
+    """README.md and every page of the documentation site."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def code_blocks(markdown: str) -> str:
@@ -142,20 +134,22 @@ def test_ci_runs_ci_run_on_push_and_pull_request_on_a_hosted_cpu_runner():
     }
 
 
-def test_readme_commands_outside_the_nightly_section_are_what_ci_runs():
-    documented = set().union(
-        *(tox_commands(code_blocks(body)) for heading, body in readme_sections().items() if heading != NIGHTLY_SECTION)
+def test_documented_commands_outside_the_nightly_page_are_what_ci_runs():
+    documented = {
+        path.relative_to(ROOT).as_posix(): tox_commands(code_blocks(path.read_text()))
+        for path in documentation()
+        if path != NIGHTLY_PAGE
+    }
+
+    assert documented["README.md"], "README.md documents no tox command in a code block"
+    never_run = {page: commands - commands_ci_runs() for page, commands in documented.items()}
+    assert {page: commands for page, commands in never_run.items() if commands} == {}, (
+        "documented, never run by ci.yml / .ci/run"
     )
 
-    assert documented, "README.md documents no tox command in a code block"
-    assert documented - commands_ci_runs() == set(), "documented in README.md, never run by ci.yml / .ci/run"
 
-
-def test_readme_nightly_section_documents_exactly_what_the_nightly_runs():
-    sections = readme_sections()
-    assert NIGHTLY_SECTION in sections, f"README.md has no '## {NIGHTLY_SECTION}' section"
-
-    assert tox_commands(code_blocks(sections[NIGHTLY_SECTION])) == commands_nightly_runs()
+def test_nightly_page_documents_exactly_what_the_nightly_runs():
+    assert tox_commands(code_blocks(NIGHTLY_PAGE.read_text())) == commands_nightly_runs()
 
 
 def test_nightly_runs_on_schedule_and_by_hand_on_a_self_hosted_gpu_runner():

@@ -104,14 +104,20 @@ def read_run(path: Path) -> dict:
         raise DriftError(f"policyload.drift: {path} is not an observation file ({reason})") from error
 
 
-def grouped_changes(old: dict, new: dict) -> list[tuple[str, str, str, str]]:
-    """(cause, keyword, summary, examples) for every cause x keyword that differs between two runs:
-    each value change with its case count, and up to three example cases."""
+def changed_cases(old: dict, new: dict) -> dict[tuple[str, str], dict[str, list[str]]]:
+    """(cause, keyword) -> {"before -> after": the case ids} for everything that differs between
+    two runs, sorted by cause and keyword."""
     grouped = defaultdict(lambda: defaultdict(list))
     for case_id, keyword, before, after in differences(old["observations"], new["observations"]):
         grouped[(cause(keyword, case_id), keyword)][f"{before!r} -> {after!r}"].append(case_id)
+    return {key: dict(changes) for key, changes in sorted(grouped.items())}
+
+
+def grouped_changes(old: dict, new: dict) -> list[tuple[str, str, str, str]]:
+    """(cause, keyword, summary, examples) for every cause x keyword that differs between two runs:
+    each value change with its case count, and up to three example cases."""
     rows = []
-    for (why, keyword), changes in sorted(grouped.items()):
+    for (why, keyword), changes in changed_cases(old, new).items():
         summary = "<br>".join(f"{change} ({len(ids)})" for change, ids in sorted(changes.items()))
         examples = ", ".join(f"`{ids[0]}`" for ids in list(changes.values())[:3])
         rows.append((why, keyword, summary, examples))

@@ -26,7 +26,7 @@ policyload.drift --by-release`), releases.json (one row per release), report.md.
 The modules, one job each: `releases` lists the releases and caps their transformers, `inputs`
 hashes what decides a result (the suite hash, the install key), `environments` makes and reuses
 the uv environments, `runs` runs the suite in them and keeps each result, `report` writes the
-output folder, `record` the committed copy and the README block, `cli` the command line. The
+output folder, `record` the committed copy and the documentation page's block, `cli` the command line. The
 names below are re-exported so that `from policyload.sweep import ...` keeps working. Like the
 drift report, none of this imports torch or transformers.
 """
@@ -39,7 +39,7 @@ from .cli import default_cache, main
 from .environments import LAZY, MAX_FALLBACKS, PROBE, Environments, index_options, interpreter_version, uv_command
 from .errors import SweepError, last_line
 from .inputs import CONSTRAINTS, LEVEL_FILES, PACKAGES, ROOT, digest, install_key, suite_hash
-from .record import BEGIN, END, README, RECORD, load_record, readme_with, save_record
+from .record import BEGIN, END, PAGE, RECORD, load_record, page_with, save_record
 from .releases import KNOWN_BREAKS, SINCE, Break, final_releases, index_versions, known_breaks
 from .report import history, runs_of, status_table, with_skipped, write_outputs
 from .runs import RAN, Row, Sweeper, junit_counts
@@ -55,7 +55,7 @@ __all__ = [
     "PACKAGES",
     "PROBE",
     "RAN",
-    "README",
+    "PAGE",
     "RECORD",
     "ROOT",
     "SINCE",
@@ -78,7 +78,7 @@ __all__ = [
     "last_line",
     "load_record",
     "main",
-    "readme_with",
+    "page_with",
     "runs_of",
     "save_record",
     "status_table",

@@ -1,5 +1,5 @@
 """`python -m policyload.sweep`: list the releases, sweep them, write the report (and with
-`--record` the committed copy); `--readme` only regenerates README.md's block from that copy.
+`--record` the committed copy); `--docs` only regenerates the block of docs/trl-releases.md from that copy.
 
 A `SweepError` (or the drift report's `DriftError`) is one `error: ...` line on stderr and exit 2,
 never a traceback. An index that cannot be listed is fatal only without `--releases`: with it,
@@ -18,7 +18,7 @@ from .. import drift
 from . import __doc__ as OVERVIEW
 from .errors import SweepError
 from .inputs import ROOT
-from .record import README, RECORD, load_record, readme_with, save_record
+from .record import PAGE, RECORD, load_record, page_with, save_record
 from .releases import SINCE, final_releases, index_versions
 from .report import history, with_skipped, write_outputs
 from .runs import Sweeper
@@ -43,12 +43,12 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per install / test run")
     parser.add_argument("--record", action="store_true", help=f"also write the results to {RECORD.relative_to(ROOT)}/")
     parser.add_argument(
-        "--readme", action="store_true", help="only rewrite README.md's history block from the committed record"
+        "--docs", action="store_true", help=f"only rewrite {PAGE.relative_to(ROOT)}'s history block from the committed record"
     )
     args = parser.parse_args(argv)
     try:
-        if args.readme:
-            README.write_text(readme_with(history(load_record(RECORD)), README.read_text()))
+        if args.docs:
+            PAGE.write_text(page_with(history(load_record(RECORD)), PAGE.read_text()))
             return 0
         start = time.monotonic()
         try:

@@ -2,7 +2,7 @@
 one line of a command's output that a failed row (or that error) quotes.
 
 Everything that goes wrong with one release is a row's status, never an exception: only what
-stops the whole sweep (no uv, an unusable `--python`, no index, no README block) raises.
+stops the whole sweep (no uv, an unusable `--python`, no index, no docs page block) raises.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The committed sweep (conformance/sweep/, written by `--record`) and the README block generated
-from it (`--readme`): the project's TRL history is checked in, so the README can be regenerated
-and tested for staleness without re-running a sweep.
+"""The committed sweep (conformance/sweep/, written by `--record`) and the block of the TRL release
+history page (docs/trl-releases.md) generated from it (`--docs`): the project's TRL history is
+checked in, so the page can be regenerated and tested for staleness without re-running a sweep.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from packaging.version import Version
 from .errors import SweepError
 from .inputs import ROOT
 
-#: The committed sweep, and the README block generated from it.
+#: The committed sweep, and the documentation page whose block is generated from it.
 RECORD = ROOT / "conformance" / "sweep"
-README = ROOT / "README.md"
-BEGIN, END = "<!-- sweep:begin (python -m policyload.sweep --readme) -->", "<!-- sweep:end -->"
+PAGE = ROOT / "docs" / "trl-releases.md"
+BEGIN, END = "<!-- sweep:begin (python -m policyload.sweep --docs) -->", "<!-- sweep:end -->"
 
 
 def save_record(results: list[dict], folder: Path) -> None:
@@ -39,10 +39,10 @@ def load_record(folder: Path) -> list[dict]:
     return sorted(results, key=lambda result: Version(result["row"]["trl"]))
 
 
-def readme_with(history_text: str, readme: str) -> str:
-    """`readme` with the text between `BEGIN` and `END` replaced by `history_text`, nothing else."""
-    if BEGIN not in readme or END not in readme:
-        raise SweepError(f"README.md has no {BEGIN} ... {END} block")
-    head, rest = readme.split(BEGIN, 1)
+def page_with(history_text: str, page: str) -> str:
+    """`page` with the text between `BEGIN` and `END` replaced by `history_text`, nothing else."""
+    if BEGIN not in page or END not in page:
+        raise SweepError(f"{PAGE.name} has no {BEGIN} ... {END} block")
+    head, rest = page.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{history_text}{END}{tail}"

@@ -4,7 +4,7 @@ the output folder (`--out`, default out/sweep) that holds them.
     <out>/observations/trl-<release>.json   input of `python -m policyload.drift --by-release`
     <out>/releases.json                     one row per release
     <out>/logs/trl-<release>.txt            the end of pytest's output where a release did not pass
-    <out>/report.md                         `history()`, also the README's block (`record`)
+    <out>/report.md                         `history()`, also docs/trl-releases.md's block (`record`)
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def runs_of(results: list[dict]) -> tuple[list[dict], list[str]]:
 
 
 def history(results: list[dict]) -> str:
-    """The README's block: which releases were swept, and every change at the release it appears in."""
+    """The TRL release history page's block: which releases were swept, and every change at the release it appears in."""
     runs, unobserved = runs_of(results)
     rows = [result["row"] for result in results]
     return (

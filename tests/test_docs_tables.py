@@ -1,0 +1,81 @@
+"""The front door and the site: README.md's findings equal to their generators
+(conformance/front_door.py), the README short with its links landing on pages of the site, and
+the site's pages all in its navigation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from conformance import front_door
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def test_readme_findings_are_what_the_generators_print_from_the_committed_records():
+    text = README.read_text()
+
+    assert front_door.with_blocks(text) == text, "README.md's findings are stale: python -m conformance.front_door"
+
+
+def test_a_stale_block_is_found_and_rewritten(tmp_path, monkeypatch):
+    stale = README.read_text().replace("| 0.27.0 | `dtype` | None -> 'float32' | 5 |", "| 0.29.0 | `dtype` | x | 9 |")
+    assert stale != README.read_text()
+    copy = tmp_path / "README.md"
+    copy.write_text(stale)
+    monkeypatch.setattr(front_door, "README", copy)
+
+    assert front_door.main(["--check"]) == 1
+    assert copy.read_text() == stale  # --check writes nothing
+    assert front_door.main([]) == 0
+    assert copy.read_text() == README.read_text()
+
+
+def test_a_missing_block_is_an_error_naming_it():
+    text = README.read_text().replace(front_door.begin("planners"), "")
+
+    with pytest.raises(ValueError, match="front-door:planners"):
+        front_door.with_blocks(text)
+
+
+def test_trl_changes_counts_every_case_of_a_release():
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): line for line in front_door.trl_changes().splitlines()}
+    storage = rows[("0.26.0", "`quantization_config.bnb_4bit_quant_storage`", "12 different value changes")]
+    # The 12 storage changes of the sweep's table (docs/trl-releases.md): nine of 12 cases, three of 24.
+    assert storage.endswith(f"| {9 * 12 + 3 * 24} |")
+    # 1.8.0: {'': 0}, {'': 1} and no device map each became 'auto', 85 cases each.
+    assert rows[("1.8.0", "`device_map`", "3 different value changes")].endswith(f"| {3 * 85} |")
+
+
+def test_planner_rows_contain_a_case_worked_out_by_hand():
+    # qwen2-0.5b bf16 unquantized, read off the committed run: predicted 988065792, measured 990760960 bytes.
+    by_hand = 988065792 / 990760960 - 1  # -0.27%
+    row = next(line for line in front_door.planners().splitlines() if "resident memory" in line)
+    low, high = (float(value) / 100 for value in re.findall(r"([+-]\d+\.\d)%", row))
+    assert low <= round(by_hand, 3) <= high
+    assert "| 6 |" in row  # bf16, float16, float32, 8-bit, 4-bit nf4, nested nf4
+
+
+def test_readme_is_a_front_door_under_200_lines_whose_links_land_on_pages_of_the_site():
+    text = README.read_text()
+    links = re.findall(r"\]\((docs/[^)#]+)", text)
+
+    assert len(text.splitlines()) <= 200
+    assert links and [link for link in links if not (ROOT / link).is_file()] == []
+
+
+def test_every_page_of_the_site_is_in_its_navigation():
+    config = YAML(typ="safe").load((ROOT / "mkdocs.yml").read_text())
+
+    def pages(nav):
+        for item in nav:
+            value = next(iter(item.values())) if isinstance(item, dict) else item
+            yield from pages(value) if isinstance(value, list) else [value]
+
+    in_nav = set(pages(config["nav"]))
+    on_disk = {path.relative_to(ROOT / "docs").as_posix() for path in (ROOT / "docs").rglob("*.md")}
+    assert on_disk - in_nav == set() and in_nav - on_disk == set()
