@@ -1,5 +1,6 @@
 """The compatibility table (conformance/compatibility.py): cells, order, the staleness check, and
-the table of docs/implementations.md (and the README's short one) equal to what the generator prints from the committed recordings."""
+the table of docs/implementations.md equal to what the generator prints from the committed
+recordings (the README's short one: tests/test_docs_tables.py)."""
 
 import json
 import re

@@ -43,7 +43,8 @@ def test_a_missing_block_is_an_error_naming_it():
 
 
 def test_trl_changes_counts_every_case_of_a_release():
-    rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): line for line in front_door.trl_changes().splitlines()}
+    lines = front_door.trl_changes().splitlines()
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:4]): line for line in lines}
     storage = rows[("0.26.0", "`quantization_config.bnb_4bit_quant_storage`", "12 different value changes")]
     # The 12 storage changes of the sweep's table (docs/trl-releases.md): nine of 12 cases, three of 24.
     assert storage.endswith(f"| {9 * 12 + 3 * 24} |")

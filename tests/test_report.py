@@ -130,3 +130,78 @@ def test_missing_file_is_one_line_error_exit_2(tmp_path, capsys):
 @pytest.mark.parametrize("text, value", [("15%", 0.15), ("2", 0.02), ("0%", 0.0)])
 def test_parse_percent(text, value):
     assert parse_percent(text) == pytest.approx(value)
+
+
+# -- the main job's table and chart show what the tiny run measures (latency), memory n/a said once
+
+
+def not_measurable_run(tmp_path: Path, recorded: dict) -> Path:
+    """The recorded tiny run as `tox -e bench` writes it today: every host figure n/a, with the source
+    benchmarks/test_load.py's `not_measurable` gives (checkpoint sizes 200 + i KiB, threshold 64 MiB)."""
+    document = copy.deepcopy(recorded)
+    for index, benchmark in enumerate(document["benchmarks"]):
+        benchmark["extra_info"]["memory_measured_source"] = (
+            f"n/a: checkpoint below measurable size ({200 + index} KiB; host figures are read from 64 MiB up)"
+        )
+        benchmark["extra_info"]["memory_measured_bytes"] = None
+    return write(tmp_path, "tiny.json", document)
+
+
+def test_tiny_run_table_is_latency_per_case_and_says_memory_na_once(tmp_path, recorded):
+    from policyload.report import load_run, markdown_table
+
+    table = markdown_table(load_run(not_measurable_run(tmp_path, recorded)))
+    lines = table.splitlines()
+    cases = len(recorded["benchmarks"])
+
+    assert "| checkpoint | dtype | quantization | outcome | median latency |" in lines
+    assert "RSS" not in table and "measured resident" not in table
+    rows = [line for line in lines if line.startswith("| ") and line.count("|") == 6 and "---" not in line][1:]
+    assert len(rows) == cases
+    (memory,) = [line for line in lines if "n/a" in line]
+    # The sizes were 200 .. 200 + cases - 1 KiB; the threshold is stated once, and where memory is measured.
+    assert f"checkpoints of 200-{200 + cases - 1} KiB" in memory and "64 MiB up" in memory
+    assert "docs/memory.md" in memory and "tox -e bench-realsize-cpu" in memory
+
+
+def test_a_run_with_measured_memory_keeps_the_memory_columns(tmp_path, recorded):
+    from policyload.report import load_run, markdown_table
+
+    document = copy.deepcopy(recorded)
+    document["benchmarks"][0]["extra_info"].update(memory_measured_source="host /proc", memory_measured_bytes=1 << 30)
+
+    table = markdown_table(load_run(write(tmp_path, "measured.json", document)))
+
+    assert "| measured resident |" in table and "Memory: n/a" not in table
+
+
+def test_tiny_run_chart_is_latency_per_case_with_no_memory_axis(tmp_path, recorded):
+    from policyload.report import load_run
+    from policyload.report.tables import chart_figure
+
+    figure = chart_figure(load_run(not_measurable_run(tmp_path, recorded)))
+    (axes,) = figure.axes
+    widths = sorted(round(bar.get_width(), 6) for bar in axes.patches)
+    # The tracker's medians read off the JSON, in ms: one bar per case, nothing else drawn as a bar.
+    expected = sorted(round(b["extra_info"]["median_latency_s"] * 1000, 6) for b in recorded["benchmarks"])
+
+    assert (axes.get_xlabel(), widths) == ("median load latency (ms)", expected)
+    assert any(text.get_text().startswith("Memory: n/a in all") for text in figure.texts)
+
+
+def test_measured_chart_plots_the_measured_peak_only(tmp_path, recorded):
+    from policyload.report import load_run
+    from policyload.report.tables import chart_figure
+
+    document = copy.deepcopy(recorded)
+    document["benchmarks"][0]["extra_info"].update(
+        memory_measured_source="host /proc", memory_measured_bytes=1 << 30, memory_peak_measured_bytes=2000 * 1024**2,
+    )
+
+    figure = chart_figure(load_run(write(tmp_path, "measured.json", document)))
+    axes = figure.axes[0]
+    points = [tuple(offset) for collection in axes.collections for offset in collection.get_offsets()]
+
+    assert axes.get_xlabel() == "measured peak memory of the load (MiB)"
+    # One case measured: one mark at 2000 MiB (the other cases' RSS growth is not drawn).
+    assert [round(x) for x, _ in points] == [2000]

@@ -88,7 +88,6 @@ def measure_dpo_in_this_process(request: dict) -> dict:
     from ..plan.trainer import build_dpo_trainer
     from ..spec import LoadSpec
     from . import host_memory
-    from .fresh_process import checkpoint_files
     from .latency import LatencyTracker
     from .rss import RssTracker, reset_peak_rss
 
@@ -100,7 +99,7 @@ def measure_dpo_in_this_process(request: dict) -> dict:
         warmup_path = request.get("warmup_path")
         if warmup_path:
             _warm_up(replace(spec, model_name_or_path=warmup_path), options, request["rows"], output_dir)
-        files = checkpoint_files(spec.model_name_or_path)
+        files = host_memory.checkpoint_files(spec.model_name_or_path)
         evicted = host_memory.evict_from_page_cache(files) if files else False
         reset_peak_rss()
         baseline = host_memory.proc_status()

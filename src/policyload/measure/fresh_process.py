@@ -118,16 +118,6 @@ def cold_device_memory(device: str, device_index: int, nvml=None) -> dict:
     return result
 
 
-def checkpoint_files(path: str) -> list[str]:
-    """The weight files of a local checkpoint folder ([] for a hub id: nothing to evict)."""
-    from pathlib import Path
-
-    folder = Path(path)
-    if not folder.is_dir():
-        return []
-    return [str(p) for p in sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))]
-
-
 def warm_up(spec_fields: dict, warmup_path: str) -> None:
     """Run the load path once on `warmup_path` (same spec fields), use the model, free it: library
     code paged in, lazy imports done, first-use allocations made, none of it left in the heap."""
@@ -161,7 +151,7 @@ def measure_in_this_process(spec_fields: dict, warmup_path: str | None = None) -
     spec = LoadSpec(**spec_fields)
     topology = Topology.detect()
     device = topology.device if topology.accelerator == "cuda" else None
-    files = checkpoint_files(spec.model_name_or_path)
+    files = host_memory.checkpoint_files(spec.model_name_or_path)
     evicted = host_memory.evict_from_page_cache(files) if files else False
     reset_peak_rss()
     baseline = host_memory.proc_status()

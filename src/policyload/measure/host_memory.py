@@ -120,6 +120,14 @@ def touch(storages) -> None:
             torch.frombuffer(view, dtype=torch.uint8)[::PAGE].sum()
 
 
+def checkpoint_files(path: str) -> list[str]:
+    """The weight files of a local checkpoint folder ([] for a hub id: nothing to evict)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return []
+    return [str(p) for p in sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))]
+
+
 def evict_from_page_cache(paths) -> bool:
     """Drop `paths` from the page cache (POSIX_FADV_DONTNEED on each whole file): the next read
     comes from the disk. Clean pages only, which is what a checkpoint on disk has. False where the

@@ -5,8 +5,8 @@ machine could not measure (tiny checkpoints on CPU) shows n/a, and a case that d
 
 from __future__ import annotations
 
+from .cells import ROUTINE_SKIP, format_bytes
 from .runs import Run
-from .tables import _ROUTINE_SKIP, format_bytes
 
 _HEADER = (
     "| case | setup | checkpoint | dtype | quantization | outcome | __init__ latency | measured bill "
@@ -32,7 +32,7 @@ def dpo_table(run: Run) -> str:
     measured_ids = {extra["case_id"] for extra in run.dpo}
     items = [(extra["case_id"], extra) for extra in run.dpo]
     missing = [o for o in run.dpo_outcomes if o["case_id"] not in measured_ids]
-    routine = [o for o in missing if o.get("reason") == _ROUTINE_SKIP]
+    routine = [o for o in missing if o.get("reason") == ROUTINE_SKIP]
     items += [(o["case_id"], o) for o in missing if o not in routine]
     for case_id, item in sorted(items, key=lambda pair: pair[0]):
         setup, checkpoint = item.get("dpo_setup", "?"), item["checkpoint"]
@@ -48,5 +48,5 @@ def dpo_table(run: Run) -> str:
             f"| {format_bytes(measured['peak_bytes'])} | {format_bytes(planned['peak_bytes'])} |"
         )
     if routine:
-        lines += ["", f"({len(routine)} DPO cases skipped: {_ROUTINE_SKIP})"]
+        lines += ["", f"({len(routine)} DPO cases skipped: {ROUTINE_SKIP})"]
     return "\n".join(lines) + "\n"

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from .cells import format_bytes
 from .runs import STATS_LATENCY, TRACKER_LATENCY, ReportError, Row, Run
-from .tables import format_bytes
 
 
 class Metric(NamedTuple):

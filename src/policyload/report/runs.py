@@ -60,6 +60,9 @@ class Row:
     memory_peak_measured_bytes: int | None = None
     memory_peak_predicted_bytes: int | None = None
     memory_estimates: dict | None = None
+    #: Where the measured memory comes from, or why there is none ("n/a: checkpoint below measurable
+    #: size ..." for the tiny checkpoints on CPU); None in runs recorded before the key existed.
+    memory_source: str | None = None
 
     @property
     def key(self) -> str:
@@ -170,6 +173,7 @@ def load_run(path) -> Run:
                     memory_peak_measured_bytes=extra.get("memory_peak_measured_bytes"),
                     memory_peak_predicted_bytes=extra.get("memory_peak_predicted_bytes"),
                     memory_estimates=extra.get("memory_estimates"),
+                    memory_source=extra.get("memory_measured_source"),
                 )
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:

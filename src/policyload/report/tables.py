@@ -6,8 +6,11 @@ matplotlib is imported inside `write_chart` only: `compare`, `device` and `noise
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from .cells import ROUTINE_SKIP, format_bytes, fraction, percent_off, ratio
+from .dpo import dpo_table
 from .runs import Run
 
 #: Versions named in the table's heading line, in this order, when the run recorded them.
@@ -17,34 +20,10 @@ _HEADER = (
     "| measured resident | predicted resident | measured/predicted | measured peak | predicted peak "
     "| bandwidth fraction |"
 )
-#: A skip every run without --realsize has, collapsed into one line rather than a row per case.
-_ROUTINE_SKIP = "real-size case: run with --realsize"
-
-
-def format_bytes(value) -> str:
-    if value is None:
-        return "n/a"
-    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if abs(value) >= size:
-            return f"{value / size:.1f} {unit}"
-    return f"{value} B"
-
-
-def _ratio(value, digits=3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _fraction(value) -> str:
-    """A share of the bandwidth; one under 0.1% in scientific notation, where a percentage would show 0.0%."""
-    return "n/a" if value is None else f"{value:.2e}" if value < 0.001 else f"{value:.1%}"
-
-
-def _percent_off(value, measured) -> str:
-    if value is None or not measured:
-        return "n/a"
-    return f"{format_bytes(value)} ({value / measured - 1:+.1%})"
-
-
+_RULE = "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+#: The table of a run where no case's memory was measured: what it did measure.
+_LATENCY_HEADER = "| checkpoint | dtype | quantization | outcome | median latency |"
+_LATENCY_RULE = "|---|---|---|---|---:|"
 def _sort_key(row):
     return (row.checkpoint, row.dtype, row.quantization)
 
@@ -63,7 +42,7 @@ def estimator_table(run: Run) -> str:
         "|---|---|---|---:|" + "---:|" * len(names),
     ]
     for row in rows:
-        cells = [_percent_off(row.memory_estimates.get(name), row.memory_measured_bytes) for name in names]
+        cells = [percent_off(row.memory_estimates.get(name), row.memory_measured_bytes) for name in names]
         lines.append(
             f"| {row.checkpoint} | {row.dtype} | {row.quantization} | {format_bytes(row.memory_measured_bytes)} | "
             + " | ".join(cells) + " |"
@@ -79,56 +58,99 @@ def _outcome_cell(outcome: dict) -> str:
     return f"{kind}: {detail}".replace("|", "/") if detail else kind
 
 
+def memory_measured(run: Run) -> bool:
+    """Whether any case's memory was read from the machine (False for the tiny run on CPU)."""
+    return any(row.memory_measured_bytes is not None for row in run.rows)
+
+
+#: Where a run whose memory is n/a points its reader: the real-size results and how to make them.
+REAL_SIZE_POINTER = (
+    "Measured at real size instead: docs/memory.md (the Qwen2-0.5B shape on CPU, "
+    "benchmarks/results/cpu-x86_64-2core/), or `tox -e bench-realsize-cpu`."
+)
+
+
+def memory_not_measured(run: Run) -> str:
+    """Why no case's memory was measured, said once: the tiny checkpoints' sizes and the threshold
+    (benchmarks/test_load.py `not_measurable` writes one source per case), else the sources as given."""
+    sources = [row.memory_source or "not recorded in this run" for row in run.rows]
+    sizes = [re.match(r"n/a: checkpoint below measurable size \((\d+) KiB; (.*)\)$", source) for source in sources]
+    if sizes and all(sizes):
+        kib = sorted(int(match.group(1)) for match in sizes)
+        threshold = sizes[0].group(2)
+        return (
+            f"Memory: n/a in all {len(sources)} cases: checkpoints of {kib[0]}-{kib[-1]} KiB are below the measurable "
+            f"size ({threshold}); a process's own paging and heap are larger than the model. {REAL_SIZE_POINTER}"
+        )
+    reasons = sorted(set(sources))
+    return f"Memory: n/a ({'; '.join(reasons)}). {REAL_SIZE_POINTER}"
+
+
 def markdown_table(run: Run) -> str:
     versions = ", ".join(f"{name} {run.machine[name]}" for name in _LIBRARIES if run.machine.get(name))
-    from .dpo import dpo_table  # report.dpo formats with this module's helpers
-
     dpo = dpo_table(run)
     if dpo and not run.rows and not run.outcomes:  # a DPO-only run (pytest benchmarks -k dpo)
         return f"Device: {run.device}" + (f"; {versions}" if versions else "") + "\n\n" + dpo
-    lines = [
-        f"Device: {run.device}" + (f"; {versions}" if versions else ""),
-        "",
-        _HEADER,
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    # Where nothing's memory was measured (the tiny run on CPU), the table is what was: latency.
+    header, rule = (_HEADER, _RULE) if memory_measured(run) else (_LATENCY_HEADER, _LATENCY_RULE)
+    lines = [f"Device: {run.device}" + (f"; {versions}" if versions else ""), "", header, rule]
     measured = {row.key for row in run.rows}
     missing = [
         o for o in run.outcomes
         if f"{o.get('checkpoint')}/{o.get('dtype')}/{o.get('quantization')}" not in measured
         and o.get("outcome") != "measured"
     ]
-    routine = [o for o in missing if o.get("reason") == _ROUTINE_SKIP]
+    routine = [o for o in missing if o.get("reason") == ROUTINE_SKIP]
     table_rows = [(_sort_key(row), row) for row in run.rows]
     table_rows += [((o["checkpoint"], o["dtype"], o["quantization"]), o) for o in missing if o not in routine]
     for _, item in sorted(table_rows, key=lambda pair: tuple(str(part) for part in pair[0])):
         if isinstance(item, dict):
             lines.append(
                 f"| {item['checkpoint']} | {item['dtype']} | {item['quantization']} | {_outcome_cell(item)} "
-                + "| n/a " * 9 + "|"
+                + "| n/a " * (header.count("|") - 5) + "|"
             )
             continue
         row = item
+        if header == _LATENCY_HEADER:
+            latency = f"{row.median_latency_s * 1000:.1f} ms"
+            lines.append(f"| {row.checkpoint} | {row.dtype} | {row.quantization} | measured | {latency} |")
+            continue
         lines.append(
             f"| {row.checkpoint} | {row.dtype} | {row.quantization} | measured | {row.median_latency_s * 1000:.1f} ms "
             f"| {format_bytes(row.peak_bytes)} | {format_bytes(row.resident_bytes)} "
             f"| {format_bytes(row.memory_measured_bytes)} | {format_bytes(row.memory_predicted_bytes)} "
-            f"| {_ratio(row.measured_over_predicted)} | {format_bytes(row.memory_peak_measured_bytes)} "
-            f"| {format_bytes(row.memory_peak_predicted_bytes)} | {_fraction(row.bandwidth_fraction)} |"
+            f"| {ratio(row.measured_over_predicted)} | {format_bytes(row.memory_peak_measured_bytes)} "
+            f"| {format_bytes(row.memory_peak_predicted_bytes)} | {fraction(row.bandwidth_fraction)} |"
         )
     if run.outcomes:
         counts: dict[str, int] = {}
         for outcome in run.outcomes:
             counts[outcome.get("outcome", "?")] = counts.get(outcome.get("outcome", "?"), 0) + 1
         summary = ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
-        lines += ["", f"Outcomes: {summary}" + (f" ({len(routine)} skipped: {_ROUTINE_SKIP})" if routine else "")]
+        lines += ["", f"Outcomes: {summary}" + (f" ({len(routine)} skipped: {ROUTINE_SKIP})" if routine else "")]
+    if header == _LATENCY_HEADER and run.rows:
+        lines += ["", memory_not_measured(run)]
     estimators = estimator_table(run)
     return "\n".join(lines) + "\n" + ("\n" + estimators if estimators else "") + ("\n" + dpo if dpo else "")
 
 
 def write_chart(run: Run, path) -> Path:
-    """Median latency against peak memory, one mark per case (colour: quantization, shape: checkpoint);
-    below it, where memory was measured, each estimator's percent off the measured resident memory."""
+    """The chart of `chart_figure`, as a PNG file."""
+    import matplotlib.pyplot as plt
+
+    figure = chart_figure(run)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def chart_figure(run: Run):
+    """Where memory was measured: median latency against the measured peak memory, one mark per
+    case (colour: quantization, shape: checkpoint), and below it each estimator's percent off the
+    measured resident memory. Where it was not (the tiny run on CPU): median latency per case, and
+    why memory is not there (`memory_not_measured`), rather than a memory axis of process noise."""
     import matplotlib
 
     matplotlib.use("Agg")  # a file, never a window: this runs on CI runners without a display
@@ -138,6 +160,8 @@ def write_chart(run: Run, path) -> Path:
     checkpoints = sorted({row.checkpoint for row in run.rows})
     markers = "os^DvP*Xh"
     colours = plt.get_cmap("tab10")
+    if not memory_measured(run):
+        return _latency_figure(run, quantizations, colours)
     estimated = [r for r in sorted(run.rows, key=_sort_key) if r.memory_measured_bytes and r.memory_estimates]
     if estimated:
         figure, (axes, errors) = plt.subplots(2, 1, figsize=(9, 10), gridspec_kw={"height_ratios": [1, 1]})
@@ -145,8 +169,10 @@ def write_chart(run: Run, path) -> Path:
     else:
         figure, axes = plt.subplots(figsize=(8, 5.5))
     for row in run.rows:
+        if row.memory_peak_measured_bytes is None:
+            continue
         axes.scatter(
-            (row.memory_peak_measured_bytes or row.peak_bytes or 0) / 1024**2, row.median_latency_s * 1000,
+            row.memory_peak_measured_bytes / 1024**2, row.median_latency_s * 1000,
             color=colours(quantizations.index(row.quantization) % 10),
             marker=markers[checkpoints.index(row.checkpoint) % len(markers)], alpha=0.8,
         )
@@ -155,17 +181,39 @@ def write_chart(run: Run, path) -> Path:
         axes.scatter([], [], color=colours(index % 10), marker="o", label=quantization)
     for index, checkpoint in enumerate(checkpoints):
         axes.scatter([], [], color="grey", marker=markers[index % len(markers)], label=checkpoint)
-    axes.set_xlabel("peak memory of the load (MiB): the measured peak where measurable, else peak RSS growth")
+    axes.set_xlabel("measured peak memory of the load (MiB)")
     axes.set_ylabel("median load latency (ms)")
     axes.set_title(f"load_policy: latency vs memory ({run.device})", fontsize=10)
     axes.legend(fontsize=8, loc="best")
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return figure
+
+
+def _latency_figure(run: Run, quantizations: list[str], colours):
+    """Median latency per case, one bar each (colour: quantization), grouped by checkpoint and dtype."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    rows = sorted(run.rows, key=_sort_key, reverse=True)  # barh draws bottom-up: the first case on top
+    figure, axes = plt.subplots(figsize=(9, 2.2 + 0.22 * len(rows)))
+    axes.barh(
+        range(len(rows)), [row.median_latency_s * 1000 for row in rows],
+        color=[colours(quantizations.index(row.quantization) % 10) for row in rows],
+    )
+    axes.set_yticks(range(len(rows)))
+    axes.set_yticklabels([f"{row.checkpoint} {row.dtype} {row.quantization}" for row in rows], fontsize=7)
+    handles = [Patch(color=colours(index % 10), label=name) for index, name in enumerate(quantizations)]
+    axes.set_xlabel("median load latency (ms)")
+    axes.set_title(f"load_policy: latency per dtype x quantization ({run.device})", fontsize=10)
+    axes.legend(handles=handles, fontsize=8, loc="lower right")
+    axes.grid(alpha=0.3, axis="x")
+    note = textwrap.fill(memory_not_measured(run), 120)
+    figure.text(0.01, 0.005, note, fontsize=7, va="bottom", ha="left")
+    figure.tight_layout(rect=(0, 0.03 + 0.012 * note.count("\n"), 1, 1))
+    return figure
 
 
 def _estimator_panel(axes, rows, colours, markers) -> None:

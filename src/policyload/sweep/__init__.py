@@ -25,10 +25,11 @@ policyload.drift --by-release`), releases.json (one row per release), report.md.
 
 The modules, one job each: `releases` lists the releases and caps their transformers, `inputs`
 hashes what decides a result (the suite hash, the install key), `environments` makes and reuses
-the uv environments, `runs` runs the suite in them and keeps each result, `report` writes the
-output folder, `record` the committed copy and the documentation page's block, `cli` the command line. The
-names below are re-exported so that `from policyload.sweep import ...` keeps working. Like the
-drift report, none of this imports torch or transformers.
+the uv environments, `row` is one release's line of the report, `runs` runs the suite in them
+and keeps each result, `report` writes the output folder, `record` the committed copy and the
+documentation page's block, `cli` the command line. The names below are re-exported so that
+`from policyload.sweep import ...` keeps working. Like the drift report, none of this imports
+torch or transformers.
 """
 
 # Re-exported as well: the tests reach `sweep.sys.executable` and build rows with `sweep.asdict`.
@@ -42,7 +43,8 @@ from .inputs import CONSTRAINTS, LEVEL_FILES, PACKAGES, ROOT, digest, install_ke
 from .record import BEGIN, END, PAGE, RECORD, load_record, page_with, save_record
 from .releases import KNOWN_BREAKS, SINCE, Break, final_releases, index_versions, known_breaks
 from .report import history, runs_of, status_table, with_skipped, write_outputs
-from .runs import RAN, Row, Sweeper, junit_counts
+from .row import Row
+from .runs import RAN, Sweeper, junit_counts
 
 __all__ = [
     "BEGIN",

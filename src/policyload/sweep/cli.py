@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from .. import drift
-from . import __doc__ as OVERVIEW
 from .errors import SweepError
 from .inputs import ROOT
 from .record import PAGE, RECORD, load_record, page_with, save_record
@@ -30,7 +29,10 @@ def default_cache() -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m policyload.sweep", description=OVERVIEW.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m policyload.sweep",
+        description="sweep every final TRL release: status, observations, drift by exact release",
+    )
     parser.add_argument("--releases", nargs="+", help=f"these releases only (default: every final one since {SINCE})")
     parser.add_argument("--since", default=SINCE, help="oldest release swept (default %(default)s)")
     parser.add_argument("--jobs", type=int, default=2, help="releases at a time (default %(default)s)")
@@ -43,7 +45,9 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per install / test run")
     parser.add_argument("--record", action="store_true", help=f"also write the results to {RECORD.relative_to(ROOT)}/")
     parser.add_argument(
-        "--docs", action="store_true", help=f"only rewrite {PAGE.relative_to(ROOT)}'s history block from the committed record"
+        "--docs",
+        action="store_true",
+        help=f"only rewrite {PAGE.relative_to(ROOT)}'s history block from the committed record",
     )
     args = parser.parse_args(argv)
     try:

@@ -27,7 +27,7 @@ from .inputs import CONSTRAINTS, PACKAGES, ROOT, install_key
 from .releases import known_breaks
 
 if TYPE_CHECKING:
-    from .runs import Row
+    from .row import Row
 
 #: Step transformers down at most this many minor releases when `import trl.scripts.dpo` fails.
 MAX_FALLBACKS = 4

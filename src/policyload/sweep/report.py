@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from packaging.version import Version
 
 from .. import drift
-from .runs import Row
+from .row import Row
 
 if TYPE_CHECKING:
     from .runs import Sweeper
@@ -65,7 +65,8 @@ def runs_of(results: list[dict]) -> tuple[list[dict], list[str]]:
 
 
 def history(results: list[dict]) -> str:
-    """The TRL release history page's block: which releases were swept, and every change at the release it appears in."""
+    """The block of the TRL release history page: which releases were swept, and every change at
+    the release it appears in."""
     runs, unobserved = runs_of(results)
     rows = [result["row"] for result in results]
     return (

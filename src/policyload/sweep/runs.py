@@ -20,34 +20,16 @@ import subprocess
 import time
 import xml.etree.ElementTree as ElementTree
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from .environments import Environments
 from .errors import last_line
 from .inputs import LEVEL_FILES, ROOT, install_key, suite_hash
+from .row import Row
 
 #: Statuses whose result is reused by a later run (anything else is retried with --retry-failed).
 RAN = re.compile(r"^(pass|\d+ failed)")
-
-
-@dataclass
-class Row:
-    """One release's line of the report (`releases.json`, the status table)."""
-
-    trl: str
-    status: str = "not run"
-    transformers: str | None = None
-    #: TRL's own requirement on transformers (its wheel's Requires-Dist).
-    requires: str | None = None
-    passed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    seconds: float = 0.0
-    #: Seconds per phase: install (uv, bytecode), import (the probe), tests.
-    phases: dict = field(default_factory=dict)
-    #: Caps and fallbacks applied to transformers, and the first failing tests.
-    notes: list[str] = field(default_factory=list)
 
 
 def junit_counts(path: Path) -> dict:
