@@ -95,7 +95,8 @@ def with_blocks(text: str) -> str:
         pattern = re.compile(re.escape(begin(name)) + r"\n.*?" + re.escape(END), re.DOTALL)
         if not pattern.search(text):
             raise ValueError(f"README.md has no {begin(name)} ... {END} block")
-        text = pattern.sub(lambda _, body=generate(): f"{begin(name)}\n{body}{END}", text, count=1)
+        block = f"{begin(name)}\n{generate()}{END}"
+        text = pattern.sub(lambda _, block=block: block, text, count=1)
     return text
 
 

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CI = ROOT / ".github" / "workflows" / "ci.yml"
 NIGHTLY = ROOT / ".github" / "workflows" / "nightly-gpu.yml"
 SWEEP = ROOT / ".github" / "workflows" / "sweep.yml"
+DOCS = ROOT / ".github" / "workflows" / "docs.yml"
 RECORDED = ROOT / "tests" / "data" / "bench-cpu-quick.json"
 #: The documentation page of the nightly job's commands.
 NIGHTLY_PAGE = ROOT / "docs" / "nightly.md"
@@ -93,7 +95,7 @@ def test_workflows_are_valid_against_the_github_workflow_schema():
     result = subprocess.run(
         [
             sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
-            str(CI), str(NIGHTLY), str(SWEEP),
+            str(CI), str(NIGHTLY), str(SWEEP), str(DOCS),
         ],
         capture_output=True, text=True,
     )
@@ -112,6 +114,30 @@ def test_sweep_runs_tox_sweep_weekly_on_a_hosted_cpu_runner_and_uploads_the_repo
         set().union(*(tox_commands(s["run"]) for s in run_steps(workflow))),
         upload["with"]["path"],
     ) == (["schedule", "workflow_dispatch"], "ubuntu-latest", {"tox -e sweep"}, "out/sweep/")
+
+
+def test_docs_builds_the_site_with_tox_draws_the_history_and_deploys_to_pages():
+    workflow = load_workflow(DOCS)
+    build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
+    (upload,) = [s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact@")]
+
+    assert {
+        "triggers": sorted(workflow["on"]),
+        "after": workflow["on"]["workflow_run"]["workflows"],
+        "tox": set().union(*(tox_commands(s["run"]) for s in run_steps(workflow))),
+        "site": upload["with"]["path"],
+        "deploys": [s.get("uses", "").split("@")[0] for s in deploy["steps"]],
+        "permissions": workflow["permissions"],
+    } == {
+        "triggers": ["push", "workflow_dispatch", "workflow_run"],
+        "after": ["nightly-gpu"],
+        "tox": {"tox -e docs"},
+        "site": "site",
+        "deploys": ["actions/deploy-pages"],
+        "permissions": {"contents": "read", "pages": "write", "id-token": "write"},
+    }
+    assert "policyload.report history" in step(workflow, "history")["run"]
+    assert "--html site/history/index.html" in step(workflow, "history")["run"]
 
 
 def test_ci_runs_ci_run_on_push_and_pull_request_on_a_hosted_cpu_runner():
@@ -381,3 +407,39 @@ def test_gate_fails_on_runs_from_different_devices(tmp_path, recorded):
 
     assert status == 2, output
     assert "refusing to compare runs from different devices" in output
+
+
+# -- the nightly keeps each run on a branch and draws the history page from all of them
+
+
+def git(*args, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def test_nightly_keeps_each_run_on_the_history_branch_and_draws_every_run_kept(tmp_path, recorded):
+    """The history step, run twice as two nights would run it, against a local origin."""
+    origin, seed, workspace = tmp_path / "origin.git", tmp_path / "seed", tmp_path / "workspace"
+    git("init", "--quiet", "--bare", "-b", "main", str(origin), cwd=tmp_path)
+    git("clone", "--quiet", str(origin), str(seed), cwd=tmp_path)
+    (seed / "README.md").write_text("code\n")
+    git("add", "README.md", cwd=seed)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "code", cwd=seed)
+    git("push", "--quiet", "origin", "main", cwd=seed)
+    script = step(load_workflow(NIGHTLY), "history")["run"]
+    env = {"REPORT": f"{sys.executable} -m policyload.report", "DEVICE": DEVICE,
+           "PYTHONPATH": str(Path(policyload.__file__).resolve().parents[1])}
+
+    for night, started in enumerate(("2026-12-01T02:17:00+00:00", "2026-12-02T02:17:00+00:00")):
+        if night:
+            time.sleep(1.1)  # the run's file is named by the second it was kept
+        shutil.rmtree(workspace, ignore_errors=True)
+        git("clone", "--quiet", str(origin), str(workspace), cwd=tmp_path)
+        gate_workspace(workspace, {**recorded, "datetime": started})
+        result = run_step_script(script, workspace, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    kept = git("ls-tree", "-r", "--name-only", "nightly-history", cwd=origin).split()
+    assert len(kept) == 2 and all(re.fullmatch(rf"runs/{DEVICE}/\d{{8}}T\d{{6}}Z\.json\.gz", name) for name in kept)
+    assert "main" in git("branch", "--list", "main", cwd=origin)  # the code branch untouched
+    page = (workspace / "out" / "history.html").read_text()
+    assert "2 run(s), oldest first" in page

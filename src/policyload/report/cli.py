@@ -1,4 +1,5 @@
-"""`python -m policyload.report`: the subcommands `table` (the default), `compare`, `device`, `noise`.
+"""`python -m policyload.report`: the subcommands `table` (the default), `compare`, `device`, `noise`,
+`history`.
 
 `table` came first and has no name on the command lines in use (tox.ini, the nightly workflow,
 the README): `python -m policyload.report out.json`. So when the first argument is neither a
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .gate import compare_runs
+from .history import write_history
 from .noise import noise_table
 from .runs import ReportError, device_folder_name, load_run
 from .tables import markdown_table, write_chart
@@ -116,13 +118,20 @@ def _noise(args) -> int:
     return 0
 
 
+def _history(args) -> int:
+    thresholds = resolve_thresholds(args.thresholds)
+    path = write_history(args.json, args.html, thresholds)
+    print(f"{path}: {len(args.json)} run(s), in time order")
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, frozenset[str]]:
     """(the parser, its subcommands' names). A subcommand sets `handler`, the function that runs it,
     and `command_parser`, itself, to report arguments it does not know."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         usage=f"%(prog)s [{DEFAULT_COMMAND}] JSON [--markdown PATH] [--chart PATH]\n"
-        f"       %(prog)s {{compare,device,noise}} ...",
+        f"       %(prog)s {{compare,device,noise,history}} ...",
         description="Read a `pytest benchmarks --benchmark-json` file: a markdown table, a chart, a comparison.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -180,6 +189,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, frozenset[str]]:
     noise.add_argument("json", nargs="+", help="pytest-benchmark JSON files of the same benchmark on the same device")
     noise.add_argument("--markdown", metavar="PATH", help="also write the tables to PATH")
     noise.set_defaults(handler=_noise)
+
+    history = commands.add_parser(
+        "history", prog=f"{PROG} history",
+        help="one HTML page of many runs: each case across them, the gate's verdicts",
+        description="One self-contained HTML page of many runs (sorted by time): per case, latency with the gate's "
+        "allowance, outcome and memory against the prediction in each run; the gate's verdict on each run.",
+    )
+    history.add_argument("json", nargs="+", help="pytest-benchmark JSON files (.json or .json.gz), any order")
+    history.add_argument("--html", metavar="PATH", required=True, help="write the page here")
+    history.add_argument(
+        "--thresholds", metavar="TOML", help="the gate's allowances (benchmarks/thresholds.toml); default: compare's"
+    )
+    history.set_defaults(handler=_history)
     for command in commands.choices.values():
         command.set_defaults(command_parser=command)
     return parser, frozenset(commands.choices)

@@ -82,6 +82,9 @@ class Run:
     #: written: kept apart from `rows`, whose key (checkpoint/dtype/quantization) they would repeat.
     dpo: tuple = ()
     dpo_outcomes: tuple = ()
+    #: When the run started (pytest-benchmark's ISO `datetime`) and the commit it ran (commit_info.id).
+    datetime: str | None = None
+    commit: str | None = None
 
     @property
     def quick(self):
@@ -188,6 +191,7 @@ def load_run(path) -> Run:
     return Run(
         path, device, machine, rows, tuple(outcomes) if isinstance(outcomes, list) else (),
         dpo=tuple(dpo), dpo_outcomes=tuple(dpo_outcomes) if isinstance(dpo_outcomes, list) else (),
+        datetime=document.get("datetime"), commit=(document.get("commit_info") or {}).get("id"),
     )
 
 
