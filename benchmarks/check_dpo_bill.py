@@ -18,7 +18,7 @@ import sys
 
 from policyload.report import parse_percent
 from policyload.report.runs import load_run
-from policyload.report.tables import format_bytes
+from policyload.report.cells import format_bytes
 
 from .check_memory import verdict
 

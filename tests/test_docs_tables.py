@@ -80,3 +80,31 @@ def test_every_page_of_the_site_is_in_its_navigation():
     in_nav = set(pages(config["nav"]))
     on_disk = {path.relative_to(ROOT / "docs").as_posix() for path in (ROOT / "docs").rglob("*.md")}
     assert on_disk - in_nav == set() and in_nav - on_disk == set()
+
+
+def tables(markdown: str) -> list[str]:
+    """The markdown tables of a text, each as its lines joined."""
+    found, current = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            found.append("\n".join(current))
+            current = []
+    return found
+
+
+@pytest.mark.parametrize("run, generator", [
+    ("qwen2-0.5b-cpu.json.gz", "markdown_table"),
+    ("qwen2-0.5b-dpo-cpu.json.gz", "dpo_table"),
+])
+def test_memory_page_tables_are_what_the_report_prints_from_the_committed_runs(run, generator):
+    from policyload.report import load_run
+    from policyload.report import dpo as dpo_module
+    from policyload.report import tables as tables_module
+
+    generate = getattr(tables_module, generator, None) or getattr(dpo_module, generator)
+    printed = tables(generate(load_run(front_door.RESULTS / run)))
+    page = tables((ROOT / "docs" / "memory.md").read_text())
+
+    assert printed and [table for table in printed if table not in page] == []
