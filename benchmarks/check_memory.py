@@ -13,8 +13,8 @@ import argparse
 import sys
 
 from policyload.report import parse_percent
-from policyload.report.runs import load_run
 from policyload.report.cells import format_bytes
+from policyload.report.runs import load_run
 
 
 def main(argv=None) -> int:

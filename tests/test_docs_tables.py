@@ -99,8 +99,8 @@ def tables(markdown: str) -> list[str]:
     ("qwen2-0.5b-dpo-cpu.json.gz", "dpo_table"),
 ])
 def test_memory_page_tables_are_what_the_report_prints_from_the_committed_runs(run, generator):
-    from policyload.report import load_run
     from policyload.report import dpo as dpo_module
+    from policyload.report import load_run
     from policyload.report import tables as tables_module
 
     generate = getattr(tables_module, generator, None) or getattr(dpo_module, generator)
