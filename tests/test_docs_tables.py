@@ -52,6 +52,18 @@ def test_trl_changes_counts_every_case_of_a_release():
     assert rows[("1.8.0", "`device_map`", "3 different value changes")].endswith(f"| {3 * 85} |")
 
 
+def test_the_readme_s_reading_of_the_trl_table_is_what_the_table_says():
+    """The sentence under the table names three changes by release: each must be a row of it."""
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:4]) for line in front_door.trl_changes().splitlines()}
+    text = " ".join(README.read_text().split())
+
+    assert "since TRL 0.27 a DPO run that names no dtype loads in float32" in text
+    assert ("0.27.0", "`dtype`", "None -> 'float32'") in rows
+    assert "TRL 1.5 to 1.9 pass `device_map=\"auto\"`" in text
+    assert ("1.5.0", "`device_map`", "'<absent>' -> 'auto'") in rows
+    assert ("1.10.0", "`device_map`", "'auto' -> '<absent>'") in rows
+
+
 def test_planner_rows_contain_a_case_worked_out_by_hand():
     # qwen2-0.5b bf16 unquantized, read off the committed run: predicted 988065792, measured 990760960 bytes.
     by_hand = 988065792 / 990760960 - 1  # -0.27%
