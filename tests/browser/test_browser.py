@@ -177,7 +177,9 @@ def test_the_history_page_of_the_committed_runs_draws_every_chart(browser):
     browser.open(page.as_uri(), settle_s=2)
     charts = browser.evaluate(CHARTS)
     problems = chart_problems(browser)
-    browser.screenshot(OUT / "history.png")
+    browser.screenshot(OUT / "history.png")  # from the top (Chromium caps a capture at 16000 px)
+    browser.evaluate("document.getElementById('series-1').scrollIntoView()")  # the real-size runs
+    browser.screenshot(OUT / "history-real-size.png", full_page=False)
 
     assert problems == []
     # Pinned by hand from the committed files: 51 tiny cases (NOISE.md), 6 real-size loads, 25 DPO
