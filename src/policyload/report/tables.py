@@ -6,10 +6,9 @@ matplotlib is imported inside `write_chart` only: `compare`, `device` and `noise
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from .cells import ROUTINE_SKIP, format_bytes, fraction, percent_off, ratio
+from .cells import ROUTINE_SKIP, format_bytes, fraction, not_measured, percent_off, ratio
 from .dpo import dpo_table
 from .runs import Run
 
@@ -63,27 +62,9 @@ def memory_measured(run: Run) -> bool:
     return any(row.memory_measured_bytes is not None for row in run.rows)
 
 
-#: Where a run whose memory is n/a points its reader: the real-size results and how to make them.
-REAL_SIZE_POINTER = (
-    "Measured at real size instead: docs/memory.md (the Qwen2-0.5B shape on CPU, "
-    "benchmarks/results/cpu-x86_64-2core/), or `tox -e bench-realsize-cpu`."
-)
-
-
 def memory_not_measured(run: Run) -> str:
-    """Why no case's memory was measured, said once: the tiny checkpoints' sizes and the threshold
-    (benchmarks/test_load.py `not_measurable` writes one source per case), else the sources as given."""
-    sources = [row.memory_source or "not recorded in this run" for row in run.rows]
-    sizes = [re.match(r"n/a: checkpoint below measurable size \((\d+) KiB; (.*)\)$", source) for source in sources]
-    if sizes and all(sizes):
-        kib = sorted(int(match.group(1)) for match in sizes)
-        threshold = sizes[0].group(2)
-        return (
-            f"Memory: n/a in all {len(sources)} cases: checkpoints of {kib[0]}-{kib[-1]} KiB are below the measurable "
-            f"size ({threshold}); a process's own paging and heap are larger than the model. {REAL_SIZE_POINTER}"
-        )
-    reasons = sorted(set(sources))
-    return f"Memory: n/a ({'; '.join(reasons)}). {REAL_SIZE_POINTER}"
+    """Why no case's memory was measured, said once (`cells.not_measured`)."""
+    return not_measured("Memory", [row.memory_source or "not recorded in this run" for row in run.rows])
 
 
 def markdown_table(run: Run) -> str:
