@@ -243,11 +243,13 @@ def layer_saved_bytes_per_token(shape: Shape, compute: int, residual: int, atten
     dtype (r h; the fp32 product itself when r = 4), one fp32 rsqrt. The projections save their
     input: once when no cast (q/k/v share it, gate/up share it), a cast copy per linear under
     autocast with a wider residual (autocast caches casts of leaf weights only). SDPA saves q, k, v
-    in the compute dtype (k, v unrepeated: `enable_gqa`), its output and an fp32 logsumexp per head;
-    `o_proj` saves the contiguous transpose of that output. SwiGLU saves the gate (SiLU's input),
-    SiLU's output and up (the product's operands), and the product (down's input): 4 c i.
-    Eager attention instead saves q, repeated k and v (c q each), the fp32 softmax and its cast to
-    the compute dtype (heads x length per token, the s^2 term, added by `attention_scores_bytes`).
+    in the compute dtype (k, v unrepeated: `enable_gqa`), its output and an fp32 logsumexp per head
+    (`o_proj`'s input is that output's storage: the kernels lay it out [rows, length, heads, dim]).
+    SwiGLU saves the gate (SiLU's input), SiLU's output and up (the product's operands), and the
+    product (down's input): 4 c i.
+    Eager attention instead saves q, repeated k and v (c q each), `o_proj`'s contiguous input (c q),
+    the fp32 softmax and its cast to the compute dtype (heads x length per token, the s^2 term,
+    added by `attention_scores_bytes`).
     """
     h, i = shape.hidden, shape.intermediate
     q = shape.heads * shape.head_dim
@@ -259,12 +261,22 @@ def layer_saved_bytes_per_token(shape: Shape, compute: int, residual: int, atten
     qkv_in = 3 * compute * h if cast else residual * h
     mlp_in = 2 * compute * h if cast else residual * h
     if attention == "eager":
-        attn = 3 * compute * q  # q, repeat_kv(k), repeat_kv(v)
+        # q, repeat_kv(k), repeat_kv(v), and o_proj's input: the contiguous copy of the transposed output
+        attn = 3 * compute * q + compute * q
     else:
-        attn = compute * (q + 2 * kv) + compute * q + 4 * shape.heads  # q, k, v, output, logsumexp
-    o_in = compute * q
+        # q, k, v, output, fp32 logsumexp; the output is laid out [rows, length, heads, dim], so the
+        # transpose(1, 2).contiguous() o_proj saves is the same storage
+        attn = compute * (q + 2 * kv) + compute * q + 4 * shape.heads
     mlp = 4 * compute * i
-    return 2 * norm + qkv_in + mlp_in + attn + o_in + mlp
+    return 2 * norm + qkv_in + mlp_in + attn + mlp
+
+
+def weight_casts_bytes(shape: Shape, compute: int) -> int:
+    """One layer's linear weights in the compute dtype: q, k, v, o, gate, up, down."""
+    q = shape.heads * shape.head_dim
+    kv = shape.kv_heads * shape.head_dim
+    h = shape.hidden
+    return compute * (2 * h * q + 2 * h * kv + 3 * h * shape.intermediate)
 
 
 def attention_scores_bytes(shape: Shape, rows: int, length: int, compute: int) -> int:
@@ -301,7 +313,10 @@ def plan_training_step(
     gradients = sum(numel * size for numel, size in trainable)
     optimizer_state = _optimizer_state(train.optim, trainable)
 
-    per_layer = layer_saved_bytes_per_token(shape, compute, residual, attention) * tokens
+    # Autocast over wider weights: each linear saves a compute-dtype copy of its weight; the copies of
+    # weights that require grad are also held in autocast's cache until the forward returns.
+    casts = weight_casts_bytes(shape, compute) if compute < dtype.itemsize and spec.quantization == "none" else 0
+    per_layer = layer_saved_bytes_per_token(shape, compute, residual, attention) * tokens + casts
     if attention == "eager":
         per_layer += attention_scores_bytes(shape, rows, length, compute)
     layer_input = residual * shape.hidden * tokens
@@ -317,15 +332,25 @@ def plan_training_step(
     logits = tile + 4 * shape.hidden * scored + (4 * shape.vocab * shape.hidden if head_weight_trainable else 0)
 
     has_reference_forward = not options.precompute_ref_log_probs
-    reference_forward = (per_layer + tile + residual * shape.hidden * scored) if has_reference_forward else 0
+    reference_forward = 0
+    if has_reference_forward:
+        # one layer's intermediates and the head's tile; a separate reference's weights require grad,
+        # so all its layers' casts sit in autocast's cache for the whole forward
+        cached = shape.layers * casts if load_bill["reference_bytes"] else casts
+        reference_forward = per_layer - casts + cached + tile + residual * shape.hidden * scored
 
+    # With checkpointing one layer's saved set lives while it runs; a full fine-tune's weight casts
+    # all stay in autocast's cache until the forward returns.
+    forward_transient = per_layer if train.gradient_checkpointing else 0
+    if train.gradient_checkpointing and not options.use_peft:
+        forward_transient += (shape.layers - 1) * casts
     resident = load_bill["policy_bytes"] + load_bill["reference_bytes"] + load_bill["adapter_bytes"]
     base = resident + optimizer_state
     recompute = per_layer if train.gradient_checkpointing else 0
     optimizer_transient = gradients if train.optim == "adamw_torch" and train.device == "cuda" else 0
     phases = {
         "reference_forward": base + activations + reference_forward if has_reference_forward else 0,
-        "policy_forward": base + activations + (per_layer if train.gradient_checkpointing else 0),
+        "policy_forward": base + activations + forward_transient,
         "backward": base + max(activations + logits, gradients + recompute),
         "optimizer_step": base + gradients + optimizer_transient,
     }
