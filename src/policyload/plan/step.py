@@ -339,7 +339,7 @@ def plan_training_step(
     scored = rows * (length - 1)
 
     trainable, layer_parameters, lora_layer_targets = _trainable(spec, options, config, dtype)
-    gradients = sum(numel * size for numel, size in trainable)
+    gradients = sum(numel * size for numel, size, _ in trainable)
     optimizer_state = _optimizer_state(train.optim, trainable)
     full_finetune = not options.use_peft
     h = shape.hidden
@@ -481,20 +481,21 @@ def layer_working_bytes(shape: Shape, tokens: int, compute: int, residual: int) 
     return tokens * (2 * residual * shape.hidden + 3 * compute * shape.intermediate)
 
 
-def _optimizer_transient(train: TrainOptions, trainable: list[tuple[int, int]]) -> int:
+def _optimizer_transient(train: TrainOptions, trainable: list) -> int:
     """Fused AdamW and bitsandbytes' 8-bit kernels update in place. `adamw_torch` on CUDA takes the
     foreach path (`_multi_tensor_adamw`: `torch._foreach_sqrt(exp_avg_sqs)`, one copy of the state's
     second moment), on CPU the single-tensor path (one denominator the size of a parameter)."""
     if train.optim != "adamw_torch":
         return 0
     if train.device == "cuda":
-        return sum(numel * size for numel, size in trainable)
-    return max(numel * size for numel, size in trainable)
+        return sum(numel * size for numel, size, _ in trainable)
+    return max(numel * size for numel, size, _ in trainable)
 
 
 def _trainable(spec: LoadSpec, options: DPOOptions, config, dtype):
-    """(elements, bytes per element) of each trainable parameter tensor: the adapter's under PEFT
-    (lora_A and lora_B per targeted linear), else every parameter of the policy (tied ones once);
+    """(elements, bytes per element, is an embedding's) of each trainable parameter tensor: the
+    adapter's under PEFT (lora_A and lora_B per targeted linear), else every parameter of the policy
+    (tied ones once);
     the parameters of one decoder layer; the LoRA targets of one decoder layer ({} without PEFT)."""
     import torch
 
@@ -505,31 +506,36 @@ def _trainable(spec: LoadSpec, options: DPOOptions, config, dtype):
     layers = model.get_decoder().layers
     layer_parameters = sum(p.numel() for p in layers[0].parameters())
     if not options.use_peft:
-        return [(p.numel(), p.element_size()) for p in model.parameters()], layer_parameters, {}
+        embeddings = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+        tensors = [(p.numel(), p.element_size(), id(p) in embeddings) for p in model.parameters()]
+        return tensors, layer_parameters, {}
     adapter = plan_adapter(spec, options)
     size = (dtype if adapter.dtype is None else getattr(torch, adapter.dtype)).itemsize
     targets = lora_targets(model, adapter.target_modules)
     tensors = []
     for fan_in, fan_out in targets.values():
-        tensors += [(adapter.r * fan_in, size), (adapter.r * fan_out, size)]
+        tensors += [(adapter.r * fan_in, size, False), (adapter.r * fan_out, size, False)]
     prefix = next(name for name, module in model.named_modules() if module is layers[0]) + "."
     first_layer = {name: shape for name, shape in targets.items() if name.startswith(prefix)}
     return tensors, layer_parameters, first_layer
 
 
-def _optimizer_state(optim: str, trainable: list[tuple[int, int]]) -> int:
+def _optimizer_state(optim: str, trainable: list) -> int:
+    """AdamW: two moments in the parameter's dtype and a 4-byte step per tensor. 8-bit AdamW
+    (bitsandbytes `Optimizer2State.init_state`): uint8 moments with fp32 absmax per 256-element block,
+    fp32 moments below `min_8bit_size` elements and for embeddings (transformers 5.24 trainer.py:1328-1338
+    registers every `nn.Embedding` weight with `optim_bits=32`), and the two shared 256-entry quantile
+    maps."""
     if optim in ("adamw_torch_fused", "adamw_torch"):
-        return sum(2 * numel * size + 4 for numel, size in trainable)
+        return sum(2 * numel * size + 4 for numel, size, _ in trainable)
     total = 2 * QMAP_ENTRIES * 4
-    for numel, _ in trainable:
-        if numel < MIN_8BIT_SIZE:
+    for numel, _, embedding in trainable:
+        if numel < MIN_8BIT_SIZE or embedding:
             total += 2 * 4 * numel
         else:
             blocks = -(-numel // BLOCKSIZE_8BIT_OPTIM)
             total += 2 * numel + 2 * 4 * blocks
     return total
-
-
 def full_logits_bytes(shape: Shape, train: TrainOptions, dtype_bytes: int) -> int:
     """What the pre-fused-head releases kept (trl#3168): logits, log-softmax, their gradient."""
     return 3 * train.rows * train.max_length * shape.vocab * dtype_bytes
