@@ -92,6 +92,10 @@ from .options import DPOOptions, _reject
 OPTIMIZERS = ("adamw_torch_fused", "adamw_torch", "adamw_8bit", "adamw_bnb_8bit")
 #: Attention implementations planned. None: transformers' default for the model ("sdpa").
 ATTENTION = (None, "sdpa", "eager", "flash_attention_2")
+#: Decoder layers derived here (transformers 5.24 `modeling_llama.py`, `modeling_qwen2.py`,
+#: `modeling_mistral.py`: RMSNorm, rotary, SwiGLU, grouped KV heads), or a checkpoint's own
+#: subclass of one of them.
+PLANNED_LAYERS = ("LlamaDecoderLayer", "Qwen2DecoderLayer", "MistralDecoderLayer")
 #: Devices whose code paths differ in the plan (the fused head's indexing and tile fold).
 DEVICES = ("cuda", "cpu")
 COMPONENTS = (
@@ -502,8 +506,14 @@ def _trainable(spec: LoadSpec, options: DPOOptions, config, dtype):
     from ..memory_model import meta_model
     from .adapter import lora_targets, plan_adapter
 
-    model = meta_model(config, dtype)
+    model = meta_model(config, dtype, spec.trust_remote_code)
     layers = model.get_decoder().layers
+    lineage = {cls.__name__ for cls in type(layers[0]).__mro__}
+    if not lineage & set(PLANNED_LAYERS):
+        raise ValueError(
+            f"config.model_type={config.model_type!r} (decoder layer {type(layers[0]).__name__}) is not accepted "
+            f"for a training-step plan; accepted: models whose layers are {PLANNED_LAYERS} or subclass one"
+        )
     layer_parameters = sum(p.numel() for p in layers[0].parameters())
     if not options.use_peft:
         embeddings = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
