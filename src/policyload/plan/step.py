@@ -40,7 +40,7 @@ for backward the last hidden states (the positions scored) and two fp32 vectors;
 allocates the fp32 gradient of the hidden states `[N, h]` and, when the head's weight is trainable,
 an fp32 `[vocab, h]` weight gradient, cast to the weight's dtype at the end. (TRL releases before
 the fused head kept `2 x batch x length x vocab` logits, their log-softmax and its gradient alive:
-the trl#3168 failure; `full_logits_bytes` writes that out for comparison.)
+the trl#3168 failure; docs/training-step.md writes that arithmetic out beside this plan.)
 
 The plan is of a step after the first: the optimizer state exists (AdamW creates it in the first
 `optimizer.step()`), and gradients are None at the start (set_to_none). A run that fits this
@@ -546,6 +546,3 @@ def _optimizer_state(optim: str, trainable: list) -> int:
             blocks = -(-numel // BLOCKSIZE_8BIT_OPTIM)
             total += 2 * numel + 2 * 4 * blocks
     return total
-def full_logits_bytes(shape: Shape, train: TrainOptions, dtype_bytes: int) -> int:
-    """What the pre-fused-head releases kept (trl#3168): logits, log-softmax, their gradient."""
-    return 3 * train.rows * train.max_length * shape.vocab * dtype_bytes
