@@ -336,13 +336,14 @@ def plan_training_step(
         raise _reject("LoadSpec", "attn_implementation", spec.attn_implementation, ATTENTION)
     dtype = load_dtype(spec, config)
     load = str(dtype).removeprefix("torch.")
+    # the meta model first: it refuses a model whose layers are not planned here
+    trainable, layer_parameters, lora_layer_targets = _trainable(spec, options, config, dtype)
     shape = Shape.from_config(config)
     compute, residual = _dtypes(load, train)
     rows, length = train.rows, train.max_length
     tokens = rows * length
     scored = rows * (length - 1)
 
-    trainable, layer_parameters, lora_layer_targets = _trainable(spec, options, config, dtype)
     gradients = sum(numel * size for numel, size, _ in trainable)
     optimizer_state = _optimizer_state(train.optim, trainable)
     full_finetune = not options.use_peft
@@ -507,12 +508,13 @@ def _trainable(spec: LoadSpec, options: DPOOptions, config, dtype):
     from .adapter import lora_targets, plan_adapter
 
     model = meta_model(config, dtype, spec.trust_remote_code)
-    layers = model.get_decoder().layers
-    lineage = {cls.__name__ for cls in type(layers[0]).__mro__}
-    if not lineage & set(PLANNED_LAYERS):
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    first = decoder if layers is None else layers[0]
+    if not {cls.__name__ for cls in type(first).__mro__} & set(PLANNED_LAYERS):
         raise ValueError(
-            f"config.model_type={config.model_type!r} (decoder layer {type(layers[0]).__name__}) is not accepted "
-            f"for a training-step plan; accepted: models whose layers are {PLANNED_LAYERS} or subclass one"
+            f"config.model_type={config.model_type!r} ({type(first).__name__}) is not accepted for a "
+            f"training-step plan; accepted: models whose decoder layers are {PLANNED_LAYERS} or subclass one"
         )
     layer_parameters = sum(p.numel() for p in layers[0].parameters())
     if not options.use_peft:
