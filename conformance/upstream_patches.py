@@ -222,6 +222,59 @@ def trainer_sees_distributed_type(distributed_type: str):
         yield
 
 
+# --- DeepSpeed on CPU processes: the state the Trainer should have made -----------------------
+
+
+def deepspeed_on_cpu():
+    """Stands in for the process state `TrainingArguments` makes on its DeepSpeed path, which passes
+    no `backend` to accelerate's `PartialState` (transformers 5.24 `training_args.py:1886-1888`, the
+    `elif self.deepspeed:` branch: `use_deepspeed` and `timeout` only, never `ddp_backend`), so on CPU
+    processes DeepSpeed's communicator never joins the torchrun group and each rank trains alone
+    (seen: `ProcessGroupGloo::allgather ... expected length 2, got 1` at the first step). Made here
+    instead: `PartialState(backend="gloo")` with `ACCELERATE_USE_DEEPSPEED=true` (so accelerate
+    initialises `deepspeed.comm` over gloo, `accelerate/state.py:204-217`), to be used by a
+    `DPOConfig(accelerator_config={"use_configured_state": True})`. Breaks (and
+    `test_upstream_patches.test_deepspeed_branch_still_drops_the_backend` fails) once transformers
+    passes `ddp_backend` on that branch: then `DPOConfig(ddp_backend="gloo")` alone is the fix.
+
+    Returns the `PartialState`; call it before any `DPOConfig` is built, once per process."""
+    import os
+
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    return PartialState(backend="gloo")
+
+
+def deepspeed_branch_backend(**training_arguments) -> object:
+    """The `backend` that `TrainingArguments(**training_arguments)` (with `deepspeed` set) hands to
+    accelerate's `PartialState` while it sets up its devices (`__post_init__` -> `_setup_devices`),
+    read with `PartialState` replaced by a recorder that stops the construction there: the keyword's
+    value, or None when none is passed (transformers 5.24: None on the DeepSpeed path)."""
+    import transformers.training_args as training_args
+
+    seen = {}
+
+    class Recorded(Exception):
+        pass
+
+    class Recorder:
+        _shared_state: dict = {}
+
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+            raise Recorded
+
+    with mock.patch.object(training_args, "PartialState", Recorder):
+        try:
+            training_args.TrainingArguments(**training_arguments)
+        except Recorded:
+            pass
+    if not seen:
+        raise AssertionError("TrainingArguments never asked PartialState for a state: the probe saw nothing")
+    return seen.get("backend", None)
+
+
 # --- the registry of private names ------------------------------------------------------------
 
 

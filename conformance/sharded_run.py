@@ -1,0 +1,279 @@
+"""TRL's own DPOTrainer, one step, under a real engine (DeepSpeed ZeRO-1/2/3) on this rank; what the
+engine holds, read off its own partitions. One JSON file per rank.
+
+    DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 python -m torch.distributed.run --nproc_per_node 2 \\
+        conformance/sharded_run.py OUTDIR --engine zero3 --checkpoint DIR
+
+Each rank records:
+
+* `from_pretrained`: the keywords each call received (is there a `device_map`?) and whether ZeRO-3's
+  `zero.Init` was active (`is_deepspeed_zero3_enabled()`) when it ran;
+* `checkpoint_reads`: every `load_state_dict(map_location=...)` and `safe_open` transformers made, so
+  which ranks read tensor data and which only the header (map_location "meta");
+* `after_load` (end of `DPOTrainer.__init__`) and `after_step` (end of `train()` with max_steps=1):
+  the policy's and the reference's elements as the engine holds them on this rank: a ZeRO-3
+  parameter's `ds_tensor` (its partition), otherwise the parameter itself; and which parameters are
+  materialised whole (ZeRO-3's persistent parameters, `ds_persist`);
+* `gradients`: read inside the ZeRO optimizer's `step` (DeepSpeed steps inside accelerate's
+  `backward`, so no Trainer callback sees them): stage 1/2 `averaged_gradients` (this rank's
+  partition), stage 3 `grad_partitions_flat_buffer`, plus any `param.grad` left on the module;
+* `optimizer_state`: the fp32 master partitions (`single_partition_of_fp32_groups`,
+  `fp32_partitioned_groups_flat`) and the inner torch optimizer's state tensors (exp_avg, exp_avg_sq);
+* `host`: VmHWM / RSS (information only: host memory on CPU is noisy, see the module docs).
+
+`conformance/test_sharded.py` launches this for each engine and holds the records to the per-rank plan
+(`policyload.plan.sharding`). The DeepSpeed-on-CPU workaround is `upstream_patches.deepspeed_on_cpu`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+# As distributed_check.py: after PYTHONPATH's entries, so a mutated tree put first there wins.
+_AFTER_PYTHONPATH = 1 + len([entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry])
+sys.path[_AFTER_PYTHONPATH:_AFTER_PYTHONPATH] = [str(_ROOT), str(_ROOT / "src")]
+
+ENGINES = {"zero1": 1, "zero2": 2, "zero3": 3}
+
+
+def deepspeed_config(stage: int) -> dict:
+    """The smallest DeepSpeed config for the Trainer: the stage, everything else "auto" (filled by
+    transformers' `HfTrainerDeepSpeedConfig` from the TrainingArguments); no optimizer block, so the
+    Trainer's own AdamW is the client optimizer ZeRO wraps."""
+    return {
+        "zero_optimization": {"stage": stage},
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "gradient_clipping": "auto",
+    }
+
+
+def module_holdings(module) -> dict:
+    """Elements and bytes this rank holds for `module`'s parameters, as the engine holds them."""
+    local = whole = 0
+    local_bytes = 0
+    persistent = []
+    for name, param in module.named_parameters():
+        shard = getattr(param, "ds_tensor", None)
+        if shard is not None:
+            local += shard.numel()
+            local_bytes += shard.numel() * shard.element_size()
+            if param.data.numel():  # gathered and kept: ds_persist, or not yet released
+                whole += param.data.numel()
+                persistent.append(name)
+        else:
+            local += param.numel()
+            local_bytes += param.numel() * param.element_size()
+    return {
+        "elements": local,
+        "bytes": local_bytes,
+        "full_elements": sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters()),
+        "materialised_whole_elements": whole,
+        "materialised_whole": persistent,
+        "partitioned": any(hasattr(p, "ds_tensor") for p in module.parameters()),
+    }
+
+
+def _tensor_sizes(tensors) -> tuple[int, int]:
+    tensors = [t for t in tensors if t is not None]
+    return sum(t.numel() for t in tensors), sum(t.numel() * t.element_size() for t in tensors)
+
+
+def optimizer_holdings(zero_optimizer) -> dict:
+    """The ZeRO optimizer's fp32 master partitions and the inner optimizer's state tensors."""
+    masters = getattr(zero_optimizer, "single_partition_of_fp32_groups", None)
+    if masters is None:
+        masters = getattr(zero_optimizer, "fp32_partitioned_groups_flat", [])
+    master_elements, master_bytes = _tensor_sizes(masters)
+    state = {}
+    for per_param in zero_optimizer.optimizer.state.values():
+        for key, value in per_param.items():
+            if hasattr(value, "numel") and value.dim() > 0:
+                elements, size = state.get(key, (0, 0))
+                state[key] = (elements + value.numel(), size + value.numel() * value.element_size())
+    return {
+        "master_elements": master_elements,
+        "master_bytes": master_bytes,
+        "state": {key: {"elements": e, "bytes": b} for key, (e, b) in sorted(state.items())},
+    }
+
+
+def gradient_holdings(zero_optimizer, module) -> dict:
+    """This rank's gradients just before the optimizer step."""
+    flat = getattr(zero_optimizer, "grad_partitions_flat_buffer", None)  # ZeRO-3
+    if flat is not None:
+        partition_elements, partition_bytes = flat.numel(), flat.numel() * flat.element_size()
+    else:  # ZeRO-1/2: averaged_gradients[group] = this rank's partition, as a list of tensors
+        groups = getattr(zero_optimizer, "averaged_gradients", {})
+        tensors = [t for group in groups.values() for t in (group or [])]
+        partition_elements, partition_bytes = _tensor_sizes(tensors)
+    on_module = _tensor_sizes(p.grad for p in module.parameters())
+    return {
+        "partition_elements": partition_elements,
+        "partition_bytes": partition_bytes,
+        "param_grad_elements": on_module[0],
+        "param_grad_bytes": on_module[1],
+    }
+
+
+def host() -> dict:
+    status = Path("/proc/self/status").read_text().splitlines()
+    fields = {line.split(":")[0]: line.split()[1] for line in status if line.startswith(("VmHWM", "VmRSS"))}
+    return {name: int(value) * 1024 for name, value in fields.items()}
+
+
+def run_rank(engine: str, out_dir: Path, checkpoint: str) -> dict:
+    from conformance.upstream_patches import deepspeed_on_cpu
+
+    stage = ENGINES[engine]
+    state = deepspeed_on_cpu()  # the workaround, fenced there: DeepSpeed's state over gloo, both ranks
+
+    import torch
+    import transformers.modeling_utils as modeling_utils
+    from datasets import Dataset
+    from transformers.integrations import is_deepspeed_zero3_enabled
+    from trl import DPOConfig, DPOTrainer
+
+    from fixtures.preference_data import ROWS
+    from policyload.plan.trainer import word_tokenizer
+
+    record: dict = {
+        "engine": engine,
+        "zero_stage": stage,
+        "rank": state.process_index,
+        "world_size": state.num_processes,
+        "distributed_type": str(state.distributed_type.value),
+        "backend": state.backend,
+        "from_pretrained": [],
+        "checkpoint_reads": [],
+    }
+
+    from transformers import PreTrainedModel
+
+    # TRL 1.16 create_model_from_path: `architecture.from_pretrained(model_id, **kwargs)` with the class
+    # named by the config (trainer/utils.py:1312-1360), which inherits PreTrainedModel's.
+    original_from_pretrained = PreTrainedModel.from_pretrained.__func__
+    original_load_state_dict = modeling_utils.load_state_dict
+    original_safe_open = modeling_utils.safe_open
+    inside_load_state_dict = []
+
+    def from_pretrained(cls, path, *args, **kwargs):
+        record["from_pretrained"].append(
+            {
+                "keywords": sorted(kwargs),
+                "device_map": repr(kwargs.get("device_map", "<absent>")),
+                "zero3_init": bool(is_deepspeed_zero3_enabled()),
+            }
+        )
+        return original_from_pretrained(cls, path, *args, **kwargs)
+
+    def load_state_dict(checkpoint_file, map_location="cpu", *args, **kwargs):
+        # ZeRO-3 path (modeling_utils.py:4530-4545): "cpu" on rank 0, "meta" (header only) elsewhere
+        record["checkpoint_reads"].append({"via": "load_state_dict", "map_location": str(map_location)})
+        inside_load_state_dict.append(True)
+        try:
+            return original_load_state_dict(checkpoint_file, map_location, *args, **kwargs)
+        finally:
+            inside_load_state_dict.pop()
+
+    def safe_open(*args, **kwargs):
+        if not inside_load_state_dict:  # the other path: every rank maps the file (modeling_utils.py:4579)
+            record["checkpoint_reads"].append({"via": "safe_open", "map_location": str(kwargs.get("device", "cpu"))})
+        return original_safe_open(*args, **kwargs)
+
+    PreTrainedModel.from_pretrained = classmethod(from_pretrained)
+    modeling_utils.load_state_dict = load_state_dict
+    modeling_utils.safe_open = safe_open
+
+    args = DPOConfig(
+        output_dir=str(Path(tempfile.mkdtemp(prefix=f"{engine}-rank{state.process_index}-", dir=out_dir))),
+        report_to="none",
+        bf16=False,
+        max_steps=1,
+        per_device_train_batch_size=2,
+        save_strategy="no",
+        logging_strategy="no",
+        deepspeed=deepspeed_config(stage),
+        accelerator_config={"use_configured_state": True},
+        model_init_kwargs={"dtype": "float32"},
+    )
+    trainer = DPOTrainer(
+        model=checkpoint,
+        args=args,
+        train_dataset=Dataset.from_list(ROWS),
+        processing_class=word_tokenizer(ROWS),
+    )
+    PreTrainedModel.from_pretrained = classmethod(original_from_pretrained)
+    modeling_utils.load_state_dict = original_load_state_dict
+    modeling_utils.safe_open = original_safe_open
+
+    reference = trainer.ref_model
+    record["reference_engine_stage"] = reference.zero_optimization_stage() if hasattr(reference, "module") else None
+    reference_module = getattr(reference, "module", reference)
+    record["after_load"] = {
+        "policy": module_holdings(trainer.model),
+        "reference": module_holdings(reference_module),
+        "host": host(),
+    }
+
+    engines = {}
+    original_prepare = trainer.accelerator.prepare
+
+    def prepare(*objects, **kwargs):  # the Trainer prepares the policy engine inside train()
+        prepared = original_prepare(*objects, **kwargs)
+        engine_ = trainer.accelerator.deepspeed_engine_wrapped
+        if engine_ is not None and "engine" not in engines:
+            engines["engine"] = engine_.engine
+            zero_optimizer = engine_.engine.optimizer
+            original_step = zero_optimizer.step
+
+            def step(*a, **k):
+                module = engine_.engine.module
+                record["gradients"] = gradient_holdings(zero_optimizer, module)
+                result = original_step(*a, **k)
+                record["after_step"] = {
+                    "policy": module_holdings(module),
+                    "reference": module_holdings(reference_module),
+                    "optimizer_state": optimizer_holdings(zero_optimizer),
+                    "host": host(),
+                }
+                return result
+
+            zero_optimizer.step = step
+        return prepared
+
+    trainer.accelerator.prepare = prepare
+    trainer.train()
+    engine_ = engines["engine"]
+    record["policy_engine_stage"] = engine_.zero_optimization_stage()
+    groups = getattr(engine_.optimizer, "fp16_groups", None) or engine_.optimizer.bit16_groups
+    record["optimizer_groups_elements"] = [sum(getattr(p, "ds_numel", p.numel()) for p in group) for group in groups]
+    record["after_train"] = {"policy": module_holdings(engine_.module), "host": host()}
+    record["torch"] = torch.__version__
+    state.wait_for_everyone()
+    return record
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path, help="folder for <engine>-rank<RANK>.json")
+    parser.add_argument("--engine", required=True, choices=sorted(ENGINES))
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder (the tiny Llama fixture)")
+    args = parser.parse_args(argv)
+    if "LOCAL_RANK" not in os.environ:
+        parser.error("run under torchrun: python -m torch.distributed.run --nproc_per_node 2 conformance/sharded_run.py")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    record = run_rank(args.engine, args.out_dir, args.checkpoint)
+    (args.out_dir / f"{args.engine}-rank{record['rank']}.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
