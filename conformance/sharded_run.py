@@ -10,8 +10,8 @@ Each rank records:
   `zero.Init` was active (`is_deepspeed_zero3_enabled()`) when it ran;
 * `checkpoint_reads`: every `load_state_dict(map_location=...)` and `safe_open` transformers made, so
   which ranks read tensor data and which only the header (map_location "meta");
-* `after_load` (end of `DPOTrainer.__init__`) and `after_step` (end of `train()` with max_steps=1):
-  the policy's and the reference's elements as the engine holds them on this rank: a ZeRO-3
+* `after_load` (end of `DPOTrainer.__init__`), `after_step` (just after the ZeRO optimizer's step) and
+  `after_train` (once `train()` with max_steps=1 returned): the policy's and the reference's elements as the engine holds them on this rank: a ZeRO-3
   parameter's `ds_tensor` (its partition), otherwise the parameter itself; and which parameters are
   materialised whole (ZeRO-3's persistent parameters, `ds_persist`);
 * `gradients`: read inside the ZeRO optimizer's `step` (DeepSpeed steps inside accelerate's
@@ -39,6 +39,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 _AFTER_PYTHONPATH = 1 + len([entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry])
 sys.path[_AFTER_PYTHONPATH:_AFTER_PYTHONPATH] = [str(_ROOT), str(_ROOT / "src")]
 
+SCRIPT_NAME = "conformance/sharded_run.py"
 ENGINES = {"zero1": 1, "zero2": 2, "zero3": 3}
 
 
@@ -268,7 +269,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder (the tiny Llama fixture)")
     args = parser.parse_args(argv)
     if "LOCAL_RANK" not in os.environ:
-        parser.error("run under torchrun: python -m torch.distributed.run --nproc_per_node 2 conformance/sharded_run.py")
+        parser.error("run under torchrun: python -m torch.distributed.run --nproc_per_node 2 " + str(SCRIPT_NAME))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     record = run_rank(args.engine, args.out_dir, args.checkpoint)
     (args.out_dir / f"{args.engine}-rank{record['rank']}.json").write_text(json.dumps(record, indent=1, sort_keys=True))
