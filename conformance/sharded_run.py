@@ -11,9 +11,9 @@ Each rank records:
 * `checkpoint_reads`: every `load_state_dict(map_location=...)` and `safe_open` transformers made, so
   which ranks read tensor data and which only the header (map_location "meta");
 * `after_load` (end of `DPOTrainer.__init__`), `after_step` (just after the ZeRO optimizer's step) and
-  `after_train` (once `train()` with max_steps=1 returned): the policy's and the reference's elements as the engine holds them on this rank: a ZeRO-3
-  parameter's `ds_tensor` (its partition), otherwise the parameter itself; and which parameters are
-  materialised whole (ZeRO-3's persistent parameters, `ds_persist`);
+  `after_train` (once `train()` with max_steps=1 returned): the policy's and the reference's elements
+  as the engine holds them on this rank: a ZeRO-3 parameter's `ds_tensor` (its partition), otherwise
+  the parameter itself; and which parameters are materialised whole (gathered and not released);
 * `gradients`: read inside the ZeRO optimizer's `step` (DeepSpeed steps inside accelerate's
   `backward`, so no Trainer callback sees them): stage 1/2 `averaged_gradients` (this rank's
   partition), stage 3 `grad_partitions_flat_buffer`, plus any `param.grad` left on the module;
