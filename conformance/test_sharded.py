@@ -5,9 +5,12 @@ the step; and the distributed load itself: how TRL prepares the reference, what 
 receives, which ranks read the checkpoint.
 
 The checkpoint is `odd-llama` (fixtures/checkpoints.py): odd element counts, so DeepSpeed's partition
-padding shows on 2 ranks. Runs in `tox -e dist-cpu` (DeepSpeed installed there); without DeepSpeed
-the module is skipped with that reason. FSDP2 is planned, not run: accelerate attaches FSDP only to
-accelerator processes (docs/distributed.md).
+padding shows on 2 ranks. Each check runs twice: on the live run (`tox -e dist-cpu`, where DeepSpeed is
+installed; skipped elsewhere with that reason) and on the committed recording of such a run
+(`conformance/recorded/sharded-2rank/`, made by `sharded_run.py` on 2 CPU ranks; re-made by
+`python -m conformance.test_sharded OUTDIR`-style runs of the script), so that every environment,
+and `tox -e mutation`, holds the plan to what the engines held. FSDP2 is planned, not run: accelerate
+attaches FSDP only to accelerator processes (docs/distributed.md).
 """
 
 import json
@@ -18,18 +21,17 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("deepspeed", reason="requires DeepSpeed: run tox -e dist-cpu (installed there, --no-deps)")
+from policyload.spec import LoadSpec
+from policyload.topology import Topology
 
-from policyload.spec import LoadSpec  # noqa: E402
-from policyload.topology import Topology  # noqa: E402
-
-from .test_distributed import free_port  # noqa: E402
-from .upstream_patches import deepspeed_branch_backend  # noqa: E402
+from .test_distributed import free_port
+from .upstream_patches import deepspeed_branch_backend
 
 TIMEOUT_S = 400
 RANKS = (0, 1)
 STAGES = (1, 2, 3)
 SCRIPT = Path(__file__).with_name("sharded_run.py")
+RECORDED = Path(__file__).parent / "recorded" / "sharded-2rank"
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +41,19 @@ def odd_llama():
     return tiny_checkpoint("odd-llama")
 
 
-@pytest.fixture(scope="module")
-def runs(odd_llama, tmp_path_factory) -> dict[int, dict[int, dict]]:
-    """One torchrun of `sharded_run.py` per ZeRO stage; records by stage, then rank."""
+def read_records(folder: Path) -> dict[int, dict[int, dict]]:
+    return {s: {r: json.loads((folder / f"zero{s}-rank{r}.json").read_text()) for r in RANKS} for s in STAGES}
+
+
+@pytest.fixture(scope="module", params=["recorded", "live"])
+def runs(request, odd_llama, tmp_path_factory) -> dict[int, dict[int, dict]]:
+    """Records by stage, then rank: the committed recording, or one torchrun of `sharded_run.py` per
+    ZeRO stage now."""
+    if request.param == "recorded":
+        return read_records(RECORDED)
+    pytest.importorskip("deepspeed", reason="requires DeepSpeed: run tox -e dist-cpu (installed there, --no-deps)")
     out_dir = tmp_path_factory.mktemp("sharded")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
-    records = {}
     for stage in STAGES:
         command = [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(len(RANKS)),
@@ -55,8 +64,7 @@ def runs(odd_llama, tmp_path_factory) -> dict[int, dict[int, dict]]:
         if run.returncode != 0:
             output = f"{run.stdout[-2000:]}\n{run.stderr[-6000:]}"
             pytest.fail(f"torchrun zero{stage} exited with {run.returncode}:\n{output}")
-        records[stage] = {r: json.loads((out_dir / f"zero{stage}-rank{r}.json").read_text()) for r in RANKS}
-    return records
+    return read_records(out_dir)
 
 
 def rank_plan(checkpoint, stage: int, world_size: int = 2):

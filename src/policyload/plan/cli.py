@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lora-target-modules", nargs="+", default=None, help="module names, or all-linear")
     parser.add_argument("--precompute-ref-log-probs", action="store_true")
     parser.add_argument("--distributed-type", default="NO", help=f"one of {DISTRIBUTED_TYPES}")
+    parser.add_argument(
+        "--world-size", type=int, default=1, help="ranks of the run; above 1 the bill is per rank (plan.sharding)"
+    )
+    parser.add_argument(
+        "--zero-stage", type=int, default=None, help="DeepSpeed ZeRO stage 0-3 (sets --distributed-type DEEPSPEED)"
+    )
+    parser.add_argument("--offload-optimizer", action="store_true", help="ZeRO offload_optimizer (stages 1-3)")
+    parser.add_argument("--offload-param", action="store_true", help="ZeRO offload_param (stage 3)")
     parser.add_argument("--device-memory", default=None, help="e.g. 80GiB, 80GB, 85899345920")
     parser.add_argument("--json", action="store_true", help="print the bill as JSON")
     return parser
@@ -99,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         options = DPOOptions(
             use_peft=args.use_peft,
             precompute_ref_log_probs=args.precompute_ref_log_probs,
-            distributed_type=args.distributed_type,
+            distributed_type="DEEPSPEED" if args.zero_stage is not None else args.distributed_type,
+            deepspeed_zero_stage=args.zero_stage,
+            world_size=args.world_size,
+            offload_optimizer=args.offload_optimizer,
+            offload_param=args.offload_param,
             lora_r=args.lora_r,
             lora_alpha=args.lora_alpha,
             lora_target_modules=targets,
@@ -113,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, KeyError) as error:
             raise ValueError(f"{config_file}: not a readable config.json ({type(error).__name__}: {error})") from error
         result = bill(plan, config)
+        per_rank = _per_rank(spec, options, config) if _sharded(options) else None
     except ValueError as error:
         parser.error(str(error))
+    if per_rank is not None:
+        result["per_rank"] = per_rank
     result["fits"] = None if device_memory is None else result["peak_bytes"] <= device_memory
     if device_memory is not None:
         result["device_memory_bytes"] = device_memory
@@ -123,7 +138,51 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(_table(plan, result))
+        if per_rank is not None:
+            print("(above: one process holding everything whole; below: what each rank holds)")
+            print()
+            print(per_rank_table(per_rank))
     return 0
+
+
+def _sharded(options: DPOOptions) -> bool:
+    return options.world_size > 1 or options.distributed_type in ("DEEPSPEED", "FSDP")
+
+
+def _per_rank(spec: LoadSpec, options: DPOOptions, config) -> dict:
+    """The per-rank plan with the step peak at DPOConfig's defaults (`plan.step.TrainOptions()`)."""
+    from .sharding import plan_step_per_rank
+    from .step import TrainOptions
+
+    return plan_step_per_rank(spec, options, TrainOptions(), config, Topology("cuda"))
+
+
+#: The per-rank rows: (label, key in `components`), in the order of the docs' table.
+PER_RANK_ROWS = (
+    ("policy", "policy"),
+    ("reference", "reference"),
+    ("adapter", "adapter"),
+    ("gradients", "gradients"),
+    ("optimizer state", "optimizer_state"),
+    ("activations (this rank's micro-batch)", "activations"),
+)
+
+
+def per_rank_table(per_rank: dict) -> str:
+    """The per-rank plan as text: model states, the loading peak, each phase and the step peak (GiB)."""
+    gib = 2**30
+    title = f"per rank, {per_rank['engine']} on {per_rank['world_size']} ranks"
+    rows = [(label, per_rank["components"][key]) for label, key in PER_RANK_ROWS]
+    rows.append(("peak while loading", per_rank["loading_peak_bytes"]))
+    rows += [(f"step: {phase}", value) for phase, value in per_rank["phases"].items() if value]
+    rows.append(("step peak", per_rank["step_peak_bytes"]))
+    lines = [f"{title:<40} {'GiB':>9}"] + [f"{name:<40} {value / gib:>9.2f}" for name, value in rows]
+    host = {name: value for name, value in per_rank["host_bytes"].items() if value}
+    if host:
+        lines.append("offloaded to host: " + ", ".join(f"{name} {value / gib:.2f} GiB" for name, value in host.items()))
+    lines.append(f"checkpoint read by {per_rank['checkpoint_readers']}; reference as {per_rank['reference_engine']}")
+    lines.append("step at DPOConfig defaults: batch 8 per device, max_length 1024, bf16, gradient checkpointing")
+    return "\n".join(lines)
 
 
 def _table(plan: DPOPlan, result: dict) -> str:

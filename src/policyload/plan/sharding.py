@@ -245,3 +245,122 @@ def _module_parameter_elements(model) -> dict[str, int]:
         for name, module in model.named_modules()
         if any(True for _ in module.parameters(recurse=False))
     }
+
+
+def plan_step_per_rank(spec, options, train, config, topology=None) -> dict:
+    """One DPO step's peak per rank: the training-step plan (`plan.step.plan_training_step`, one
+    process, everything whole) with this module's sharding applied to its model states, its
+    activations and transients kept (each rank runs its own micro-batch), and the gathers each engine
+    does added where they happen:
+
+    * ZeRO-3: during the policy's forward and backward, up to `stage3_max_live_parameters` of it
+      gathered (`gather_bytes["policy_live"]`); in the reference's forward, one module at a time.
+      The gradient reduce bucket (`reduce_bucket_size`, transformers fills hidden x hidden) in backward.
+    * FSDP2: one decoder layer of the policy gathered (per-layer wrap); the whole reference gathered
+      in its forward (TRL wraps it at the root only).
+    * ZeRO-1/2 gather nothing; their gradients are bucketed and reduce-scattered in backward
+      (the reduce bucket), the partition kept.
+
+    Backward: the single-process transient less the whole gradients, plus this rank's gradients and
+    the bucket (gradients leave a rank as they are reduced). Not measured on GPUs yet
+    (`tox -e bench-gpu-multi` writes the readings); the model states it rests on are
+    (`conformance/test_sharded.py`).
+    """
+    from ..topology import Topology
+    from .bill import bill
+    from .loads import plan_dpo_loads
+    from .step import plan_training_step
+
+    topology = topology or Topology(None if train.device == "cpu" else train.device)
+    plan = plan_dpo_loads(spec, options, topology)
+    whole = plan_training_step(spec, options, train, config, load_bill=bill(plan, config))
+    rank = plan_per_rank(plan, config)
+    c = whole.components
+    base_whole = c["policy"] + c["reference"] + c["adapter"] + c["optimizer_state"]
+    base = sum(rank.bytes[name] for name in ("policy", "reference", "adapter", "optimizer_state"))
+    itemsize = rank.bytes["policy"] // max(rank.elements["policy"], 1) if rank.elements["policy"] else 0
+    hidden = getattr(config, "hidden_size", 0)
+    bucket = hidden * hidden * itemsize if rank.engine not in ("ddp", "zero0", "fsdp2") else 0
+    gather_policy = rank.gather_bytes.get("policy_live", rank.gather_bytes.get("layer", 0))
+    gather_reference = rank.gather_bytes.get("reference_module", rank.gather_bytes.get("reference", 0))
+    scale = rank.bytes["gradients"] / c["gradients"] if c["gradients"] else 0
+    phases = {}
+    for phase, value in whole.phases.items():
+        if not value:
+            phases[phase] = 0
+            continue
+        transient = value - base_whole
+        if phase in ("backward", "optimizer_step"):
+            transient += rank.bytes["gradients"] - c["gradients"]
+        if phase == "optimizer_step":
+            # the optimizer's own transient scales with the trainable elements this rank steps
+            transient -= rank.bytes["gradients"]
+            transient = rank.bytes["gradients"] + int(transient * scale)
+        gather = {"reference_forward": gather_reference, "policy_forward": gather_policy,
+                  "backward": gather_policy + bucket, "optimizer_step": 0}[phase]
+        phases[phase] = base + transient + gather
+    components = {**c, **{name: rank.bytes[name] for name in rank.bytes}}
+    return {
+        "engine": rank.engine,
+        "world_size": rank.world_size,
+        "components": components,
+        "gather_bytes": dict(rank.gather_bytes, reduce_bucket=bucket),
+        "phases": phases,
+        "step_peak_bytes": max(phases.values()),
+        "loading_peak_bytes": rank.loading_peak_bytes,
+        "host_bytes": rank.host_bytes,
+        "checkpoint_readers": rank.checkpoint_readers,
+        "reference_engine": rank.reference_engine,
+    }
+
+
+#: The engines of docs/distributed.md's per-rank table: (column, DPOOptions fields).
+DOC_ENGINES = (
+    ("DDP", dict(distributed_type="MULTI_GPU")),
+    ("ZeRO-1", dict(distributed_type="DEEPSPEED", deepspeed_zero_stage=1)),
+    ("ZeRO-2", dict(distributed_type="DEEPSPEED", deepspeed_zero_stage=2)),
+    ("ZeRO-3", dict(distributed_type="DEEPSPEED", deepspeed_zero_stage=3)),
+    ("ZeRO-3 + offload opt.", dict(distributed_type="DEEPSPEED", deepspeed_zero_stage=3, offload_optimizer=True)),
+    ("FSDP2", dict(distributed_type="FSDP")),
+)
+DOC_ROWS = (
+    ("policy", "policy"),
+    ("reference", "reference"),
+    ("gradients", "gradients"),
+    ("optimizer state", "optimizer_state"),
+    ("activations", "activations"),
+)
+
+
+def engines_table(config_folder: str, world_size: int = 8, dtype: str = "bfloat16") -> str:
+    """docs/distributed.md's per-rank table (GiB per rank) for a full DPO fine-tune of `config_folder`'s
+    model on `world_size` GPUs, each engine a column; the step at DPOConfig's defaults."""
+    from transformers import AutoConfig
+
+    from ..spec import LoadSpec
+    from ..topology import Topology
+    from .options import DPOOptions
+    from .step import TrainOptions
+
+    config = AutoConfig.from_pretrained(config_folder)
+    spec = LoadSpec(config_folder, dtype=dtype)
+    plans = [
+        plan_step_per_rank(spec, DPOOptions(world_size=world_size, **fields), TrainOptions(), config, Topology("cuda"))
+        for _, fields in DOC_ENGINES
+    ]
+    gib = 2**30
+
+    def row(label, values):
+        return f"| {label} | " + " | ".join(f"{value / gib:.2f}" for value in values) + " |"
+
+    lines = [
+        "| GiB per rank | " + " | ".join(name for name, _ in DOC_ENGINES) + " |",
+        "|---|" + "---:|" * len(DOC_ENGINES),
+        *[row(label, [p["components"][key] for p in plans]) for label, key in DOC_ROWS],
+        row("peak while loading", [p["loading_peak_bytes"] for p in plans]),
+        *[row(f"step: {phase}", [p["phases"][phase] for p in plans]) for phase in plans[0]["phases"]],
+        row("**step peak**", [p["step_peak_bytes"] for p in plans]),
+        "| checkpoint read by | " + " | ".join(p["checkpoint_readers"] for p in plans) + " |",
+        "| reference held as | " + " | ".join(p["reference_engine"] for p in plans) + " |",
+    ]
+    return "\n".join(lines) + "\n"
