@@ -87,7 +87,8 @@ def test_fsdp2_shards_both_and_gathers_the_whole_reference(llama8b):
 
 
 def test_offload_moves_the_optimizer_state_to_the_host(llama8b):
-    plan = rank_plan(llama8b, distributed_type="DEEPSPEED", deepspeed_zero_stage=3, world_size=8, offload_optimizer=True)
+    fields = dict(distributed_type="DEEPSPEED", deepspeed_zero_stage=3, world_size=8, offload_optimizer=True)
+    plan = rank_plan(llama8b, **fields)
     assert (plan.bytes["optimizer_state"], plan.host_bytes["optimizer_state"]) == (0, 12 * TOTAL // 8)
 
 
