@@ -125,18 +125,32 @@ def gradient_holdings(zero_optimizer, module) -> dict:
 
 
 def host() -> dict:
+    """VmHWM / VmRSS, and on CUDA the allocator's record for this rank's GPU (information beside the
+    partitions; on GPUs `max_memory_allocated` is the reading the step peak is held to)."""
+    import torch
+
     status = Path("/proc/self/status").read_text().splitlines()
     fields = {line.split(":")[0]: line.split()[1] for line in status if line.startswith(("VmHWM", "VmRSS"))}
-    return {name: int(value) * 1024 for name, value in fields.items()}
+    readings = {name: int(value) * 1024 for name, value in fields.items()}
+    if torch.cuda.is_available():
+        readings["cuda_memory_allocated"] = torch.cuda.memory_allocated()
+        readings["cuda_max_memory_allocated"] = torch.cuda.max_memory_allocated()
+    return readings
 
 
 def run_rank(engine: str, out_dir: Path, checkpoint: str) -> dict:
+    import torch
+    from accelerate import PartialState
+
     from conformance.upstream_patches import deepspeed_on_cpu
 
     stage = ENGINES[engine]
-    state = deepspeed_on_cpu()  # the workaround, fenced there: DeepSpeed's state over gloo, both ranks
-
-    import torch
+    cuda = torch.cuda.is_available()
+    if cuda:  # NCCL: the Trainer's own DeepSpeed path works; one GPU per rank
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        deepspeed_on_cpu()  # the workaround, fenced there: DeepSpeed's state over gloo, both ranks
     import transformers.modeling_utils as modeling_utils
     from datasets import Dataset
     from transformers.integrations import is_deepspeed_zero3_enabled
@@ -145,16 +159,7 @@ def run_rank(engine: str, out_dir: Path, checkpoint: str) -> dict:
     from fixtures.preference_data import ROWS
     from policyload.plan.trainer import word_tokenizer
 
-    record: dict = {
-        "engine": engine,
-        "zero_stage": stage,
-        "rank": state.process_index,
-        "world_size": state.num_processes,
-        "distributed_type": str(state.distributed_type.value),
-        "backend": state.backend,
-        "from_pretrained": [],
-        "checkpoint_reads": [],
-    }
+    record: dict = {"engine": engine, "zero_stage": stage, "from_pretrained": [], "checkpoint_reads": []}
 
     from transformers import PreTrainedModel
 
@@ -194,7 +199,7 @@ def run_rank(engine: str, out_dir: Path, checkpoint: str) -> dict:
     modeling_utils.safe_open = safe_open
 
     args = DPOConfig(
-        output_dir=str(Path(tempfile.mkdtemp(prefix=f"{engine}-rank{state.process_index}-", dir=out_dir))),
+        output_dir=str(Path(tempfile.mkdtemp(prefix=f"{engine}-rank{os.environ['RANK']}-", dir=out_dir))),
         report_to="none",
         bf16=False,
         max_steps=1,
@@ -202,8 +207,15 @@ def run_rank(engine: str, out_dir: Path, checkpoint: str) -> dict:
         save_strategy="no",
         logging_strategy="no",
         deepspeed=deepspeed_config(stage),
-        accelerator_config={"use_configured_state": True},
+        accelerator_config={"use_configured_state": not cuda},
         model_init_kwargs={"dtype": "float32"},
+    )
+    state = PartialState()  # the workaround's on CPU; the one DPOConfig made on CUDA
+    record.update(
+        rank=state.process_index,
+        world_size=state.num_processes,
+        distributed_type=str(state.distributed_type.value),
+        backend=state.backend,
     )
     trainer = DPOTrainer(
         model=checkpoint,
@@ -262,16 +274,34 @@ def run_rank(engine: str, out_dir: Path, checkpoint: str) -> dict:
     return record
 
 
+def _realsize(name: str) -> str:
+    """The real-size checkpoint, built once: rank 0 first, the others after a barrier."""
+    import torch.distributed as dist
+
+    from fixtures.realsize import realsize_checkpoint
+
+    dist.init_process_group(backend="nccl" if __import__("torch").cuda.is_available() else "gloo")
+    if dist.get_rank() == 0:
+        realsize_checkpoint(name)
+    dist.barrier()
+    folder = str(realsize_checkpoint(name))
+    dist.destroy_process_group()
+    return folder
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="folder for <engine>-rank<RANK>.json")
     parser.add_argument("--engine", required=True, choices=sorted(ENGINES))
-    parser.add_argument("--checkpoint", required=True, help="checkpoint folder (the tiny Llama fixture)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint folder (the odd tiny Llama fixture)")
+    source.add_argument("--realsize", help="a real-size fixture (fixtures.realsize), built by rank 0 first")
     args = parser.parse_args(argv)
     if "LOCAL_RANK" not in os.environ:
         parser.error("run under torchrun: python -m torch.distributed.run --nproc_per_node 2 " + str(SCRIPT_NAME))
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    record = run_rank(args.engine, args.out_dir, args.checkpoint)
+    checkpoint = args.checkpoint or _realsize(args.realsize)
+    record = run_rank(args.engine, args.out_dir, checkpoint)
     (args.out_dir / f"{args.engine}-rank{record['rank']}.json").write_text(json.dumps(record, indent=1, sort_keys=True))
     return 0
 

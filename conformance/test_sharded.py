@@ -53,7 +53,13 @@ def runs(request, odd_llama, tmp_path_factory) -> dict[int, dict[int, dict]]:
         return read_records(RECORDED)
     pytest.importorskip("deepspeed", reason="requires DeepSpeed: run tox -e dist-cpu (installed there, --no-deps)")
     out_dir = tmp_path_factory.mktemp("sharded")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() < len(RANKS):
+        pytest.skip(f"requires no GPU (CPU ranks, gloo) or {len(RANKS)}+ GPUs: one per rank (NCCL)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    if not torch.cuda.is_available():
+        env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator, over gloo
     for stage in STAGES:
         command = [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(len(RANKS)),
