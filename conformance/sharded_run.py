@@ -40,7 +40,12 @@ _AFTER_PYTHONPATH = 1 + len([entry for entry in os.environ.get("PYTHONPATH", "")
 sys.path[_AFTER_PYTHONPATH:_AFTER_PYTHONPATH] = [str(_ROOT), str(_ROOT / "src")]
 
 SCRIPT_NAME = "conformance/sharded_run.py"
-ENGINES = {"zero1": 1, "zero2": 2, "zero3": 3}
+ENGINES = {"zero1": 1, "zero2": 2, "zero3": 3, "fsdp2": None}
+#: accelerate's FSDP2 plugin as the policy gets it: per decoder layer, resharded after forward.
+FSDP2_PLUGIN = dict(
+    auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=["LlamaDecoderLayer"],
+    reshard_after_forward=True, cpu_ram_efficient_loading=False, state_dict_type="SHARDED_STATE_DICT",
+)
 
 
 def deepspeed_config(stage: int) -> dict:
@@ -57,16 +62,20 @@ def deepspeed_config(stage: int) -> dict:
 
 
 def module_holdings(module) -> dict:
-    """Elements and bytes this rank holds for `module`'s parameters, as the engine holds them."""
+    """Elements and bytes this rank holds for `module`'s parameters, as the engine holds them: a ZeRO-3
+    parameter's `ds_tensor`, an FSDP2 parameter's DTensor local shard (`to_local()`), else itself."""
     local = whole = 0
     local_bytes = 0
     persistent = []
     for name, param in module.named_parameters():
         shard = getattr(param, "ds_tensor", None)
+        zero3 = shard is not None
+        if hasattr(param, "to_local"):
+            shard = param.to_local()
         if shard is not None:
             local += shard.numel()
             local_bytes += shard.numel() * shard.element_size()
-            if param.data.numel():  # gathered and kept: ds_persist, or not yet released
+            if zero3 and param.data.numel():  # gathered and not released
                 whole += param.data.numel()
                 persistent.append(name)
         else:
@@ -76,6 +85,7 @@ def module_holdings(module) -> dict:
         "elements": local,
         "bytes": local_bytes,
         "full_elements": sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters()),
+        "dtensor": any(hasattr(p, "to_local") for p in module.parameters()),
         "materialised_whole_elements": whole,
         "materialised_whole": persistent,
         "partitioned": any(hasattr(p, "ds_tensor") for p in module.parameters()),
@@ -138,7 +148,82 @@ def host() -> dict:
     return readings
 
 
+def _local(tensor):
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def run_fsdp2_rank(out_dir: Path, checkpoint: str) -> dict:
+    """TRL's DPOTrainer under FSDP2, one step: accelerate's device check bypassed (`fsdp2_on_cpu`)."""
+    import torch
+    from accelerate import PartialState
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from conformance.upstream_patches import accelerate_distributed_type_with_fsdp_plugin_on_cpu, fsdp2_on_cpu
+    from fixtures.preference_data import ROWS
+    from policyload.plan.trainer import word_tokenizer
+
+    PartialState(cpu=True, backend="gloo")  # the process group, then the probe on a MULTI_CPU rank
+    without_bypass = accelerate_distributed_type_with_fsdp_plugin_on_cpu()
+    state = PartialState(cpu=True, backend="gloo")
+    record: dict = {
+        "engine": "fsdp2", "rank": state.process_index, "world_size": state.num_processes,
+        "backend": state.backend, "accelerate_without_bypass": without_bypass,
+    }
+    args = DPOConfig(
+        output_dir=str(Path(tempfile.mkdtemp(prefix=f"fsdp2-rank{state.process_index}-", dir=out_dir))),
+        report_to="none", bf16=False, max_steps=1, per_device_train_batch_size=2, save_strategy="no",
+        logging_strategy="no", use_cpu=True, ddp_backend="gloo", accelerator_config={"use_configured_state": True},
+        model_init_kwargs={"dtype": "float32"},
+    )
+    with fsdp2_on_cpu(FSDP2_PLUGIN):
+        trainer = DPOTrainer(
+            model=checkpoint, args=args, train_dataset=Dataset.from_list(ROWS), processing_class=word_tokenizer(ROWS)
+        )
+    record["distributed_type"] = str(trainer.accelerator.distributed_type.value)
+    record["reference_class"] = type(trainer.ref_model).__name__
+    record["reference_wrapped_submodules"] = sum(
+        1 for m in trainer.ref_model.modules() if type(m).__name__.startswith("FSDP") and m is not trainer.ref_model
+    )
+    record["after_load"] = {"policy": module_holdings(trainer.model), "reference": module_holdings(trainer.ref_model)}
+
+    class AtTheStep(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            grads = [_local(p.grad) for p in model.parameters() if p.grad is not None]
+            record["gradients"] = {
+                "partition_elements": sum(g.numel() for g in grads),
+                "partition_bytes": sum(g.numel() * g.element_size() for g in grads),
+            }
+
+    trainer.add_callback(AtTheStep())
+    trainer.train()
+    states = [
+        (key, _local(value)) for per_param in trainer.optimizer.state.values()
+        for key, value in per_param.items() if hasattr(value, "dim") and value.dim() > 0
+    ]
+    record["after_step"] = {
+        "policy": module_holdings(trainer.model_wrapped),
+        "reference": module_holdings(trainer.ref_model),
+        "optimizer_state": {
+            key: {"elements": sum(v.numel() for k, v in states if k == key),
+                  "bytes": sum(v.numel() * v.element_size() for k, v in states if k == key)}
+            for key in sorted({k for k, _ in states})
+        },
+        "host": host(),
+    }
+    record["policy_wrapped_submodules"] = sum(
+        1 for m in trainer.model_wrapped.modules()
+        if type(m).__name__.startswith("FSDP") and m is not trainer.model_wrapped
+    )
+    record["torch"] = torch.__version__
+    state.wait_for_everyone()
+    return record
+
+
 def run_rank(engine: str, out_dir: Path, checkpoint: str) -> dict:
+    if engine == "fsdp2":
+        return run_fsdp2_rank(out_dir, checkpoint)
     import torch
     from accelerate import PartialState
 

@@ -41,8 +41,15 @@ def odd_llama():
     return tiny_checkpoint("odd-llama")
 
 
-def read_records(folder: Path) -> dict[int, dict[int, dict]]:
-    return {s: {r: json.loads((folder / f"zero{s}-rank{r}.json").read_text()) for r in RANKS} for s in STAGES}
+ENGINES = (*[f"zero{s}" for s in STAGES], "fsdp2")
+
+
+def read_records(folder: Path) -> dict:
+    """Records by ZeRO stage (1-3) or "fsdp2", then rank."""
+    def engine(name):
+        return {r: json.loads((folder / f"{name}-rank{r}.json").read_text()) for r in RANKS}
+
+    return {**{s: engine(f"zero{s}") for s in STAGES}, "fsdp2": engine("fsdp2")}
 
 
 @pytest.fixture(scope="module", params=["recorded", "live"])
@@ -60,26 +67,30 @@ def runs(request, odd_llama, tmp_path_factory) -> dict[int, dict[int, dict]]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     if not torch.cuda.is_available():
         env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator, over gloo
-    for stage in STAGES:
+    for engine in ENGINES:
         command = [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(len(RANKS)),
             "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-            str(SCRIPT), str(out_dir), "--engine", f"zero{stage}", "--checkpoint", str(odd_llama),
+            str(SCRIPT), str(out_dir), "--engine", engine, "--checkpoint", str(odd_llama),
         ]  # fmt: skip
         run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
         if run.returncode != 0:
             output = f"{run.stdout[-2000:]}\n{run.stderr[-6000:]}"
-            pytest.fail(f"torchrun zero{stage} exited with {run.returncode}:\n{output}")
+            pytest.fail(f"torchrun {engine} exited with {run.returncode}:\n{output}")
     return read_records(out_dir)
 
 
-def rank_plan(checkpoint, stage: int, world_size: int = 2):
+def rank_plan(checkpoint, stage, world_size: int = 2):
+    """The per-rank plan for a ZeRO stage, or for FSDP2 (`stage="fsdp2"`)."""
     from transformers import AutoConfig
 
     from policyload.plan import DPOOptions, plan_dpo_loads
     from policyload.plan.sharding import plan_per_rank
 
-    options = DPOOptions(distributed_type="DEEPSPEED", deepspeed_zero_stage=stage, world_size=world_size)
+    if stage == "fsdp2":
+        options = DPOOptions(distributed_type="FSDP", world_size=world_size)
+    else:
+        options = DPOOptions(distributed_type="DEEPSPEED", deepspeed_zero_stage=stage, world_size=world_size)
     plan = plan_dpo_loads(LoadSpec(str(checkpoint), dtype="float32"), options, Topology("cuda"))
     return plan_per_rank(plan, AutoConfig.from_pretrained(checkpoint))
 
@@ -185,6 +196,54 @@ def test_checkpoint_readers_are_the_planned_ones(runs, odd_llama, stage, rank):
         assert readers == "every rank"
         expected = [("safe_open", "cpu")] * 2
     assert reads == expected
+
+
+# --- FSDP2 through TRL (accelerate's device check bypassed: upstream_patches.fsdp2_on_cpu) -------
+
+
+def test_fsdp2_odd_llama_shards_by_hand():
+    """FSDP2 splits dim 0: rank 0 holds ceil(dim0 / 2) rows. embed and lm_head [51, 9]: 26 x 9 = 234;
+    q, k, v [10, 9]: 5 x 9 = 45; o [9, 10]: 5 x 10 = 50; gate, up [15, 9]: 8 x 9 = 72; down [9, 15]:
+    5 x 15 = 75; norms [9]: 5. Rank 0: 2 x 234 + 2 x (3 x 45 + 50 + 2 x 72 + 75 + 2 x 5) + 5 = 1301."""
+    assert 2 * 234 + 2 * (3 * 45 + 50 + 2 * 72 + 75 + 2 * 5) + 5 == 1301
+
+
+@pytest.mark.parametrize("rank", RANKS)
+def test_fsdp2_runs_as_fsdp_with_the_bypass_only(runs, rank):
+    """accelerate on a CPU rank makes MULTI_CPU of an FSDP plugin (the upstream cause: fails once it
+    attaches FSDP to CPU processes, then drop `fsdp2_on_cpu`); with the bypass the Trainer ran FSDP."""
+    record = runs["fsdp2"][rank]
+    assert (record["accelerate_without_bypass"], record["distributed_type"]) == ("MULTI_CPU", "FSDP")
+
+
+@pytest.mark.parametrize("rank", RANKS)
+def test_fsdp2_reference_wrapped_at_the_root_only(runs, odd_llama, rank):
+    """TRL 1.16 `prepare_fsdp` (models/utils.py:337): `fully_shard(model)`, no inner unit; accelerate's
+    policy wrap has one per decoder layer."""
+    record = runs["fsdp2"][rank]
+    assert rank_plan(odd_llama, "fsdp2").reference_engine == "fsdp2-root"
+    assert (record["reference_wrapped_submodules"], record["policy_wrapped_submodules"] >= 2) == (0, True)
+
+
+def test_fsdp2_per_rank_equals_the_plan(runs, odd_llama):
+    """Rank 0 holds the plan's figure (the rank with the most); both ranks together hold every parameter
+    once. The policy is whole on every rank after loading (transformers#43749; sharded at `prepare`),
+    the reference sharded already (TRL prepares it in `__init__`)."""
+    plan = rank_plan(odd_llama, "fsdp2")
+    ranks = runs["fsdp2"]
+    held = {
+        "policy": [r["after_step"]["policy"]["elements"] for r in ranks.values()],
+        "reference": [r["after_load"]["reference"]["elements"] for r in ranks.values()],
+        "gradients": [r["gradients"]["partition_elements"] for r in ranks.values()],
+        "optimizer_state": [r["after_step"]["optimizer_state"]["exp_avg"]["elements"] for r in ranks.values()],
+    }
+    for component, (rank0, rank1) in held.items():
+        assert (component, rank0, rank0 + rank1) == (component, plan.elements[component], 2493)
+    assert [r["after_load"]["policy"]["elements"] for r in ranks.values()] == [2493, 2493]
+    rank0 = ranks[0]
+    assert rank0["after_step"]["policy"]["bytes"] == pytest.approx(plan.bytes["policy"], rel=0.01)
+    optimizer = sum(state["bytes"] for state in rank0["after_step"]["optimizer_state"].values())
+    assert optimizer == pytest.approx(plan.bytes["optimizer_state"], rel=0.01)
 
 
 # --- the workaround (upstream_patches.deepspeed_on_cpu), fenced ---------------------------------

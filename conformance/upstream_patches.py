@@ -275,6 +275,50 @@ def deepspeed_branch_backend(**training_arguments) -> object:
     return seen.get("backend", None)
 
 
+# --- FSDP2 on CPU processes: accelerate's device check, bypassed ------------------------------
+
+
+def fsdp2_on_cpu(plugin_fields: dict):
+    """Stands in for accelerate's choice of FSDP, which it makes only for accelerator process types
+    (accelerate 1.15 `state.py:985-1016`: `distributed_type` becomes FSDP inside the branch for MULTI_GPU,
+    MULTI_XPU, ...; MULTI_CPU is not among them, so a CPU run with an FSDP plugin silently trains as DDP).
+    Applied here where the Trainer has made its Accelerator (`Trainer.create_accelerator_and_postprocess`):
+    the state's `distributed_type` set to FSDP, an FSDP2 plugin with `plugin_fields` attached, and the
+    Trainer's `is_fsdp_enabled` set, so TRL's `prepare_fsdp` wraps the reference and accelerate's
+    `fsdp2_prepare_model` the policy. Breaks (and `test_sharded.test_accelerate_still_refuses_fsdp_on_cpu`
+    fails) once accelerate attaches FSDP to CPU processes: then the plugin alone is the run.
+
+    A context manager over the Trainer's method (public transformers API)."""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    from transformers import Trainer
+
+    original = Trainer.create_accelerator_and_postprocess
+
+    def create(self):
+        original(self)
+        self.accelerator.state.distributed_type = DistributedType.FSDP
+        self.accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2, **plugin_fields)
+        self.is_fsdp_enabled = True
+
+    return mock.patch.object(Trainer, "create_accelerator_and_postprocess", create)
+
+
+def accelerate_distributed_type_with_fsdp_plugin_on_cpu() -> str:
+    """What accelerate makes of an FSDP2 plugin in a CPU process (the upstream cause of `fsdp2_on_cpu`):
+    the `distributed_type` of `Accelerator(cpu=True, fsdp_plugin=...)`, accelerate's state reset afterwards.
+    Asked on a torchrun rank (MULTI_CPU: "MULTI_CPU" today, "FSDP" once accelerate allows it)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    AcceleratorState._reset_state(True)
+    try:
+        plugin = FullyShardedDataParallelPlugin(fsdp_version=2, cpu_ram_efficient_loading=False)
+        return str(Accelerator(cpu=True, fsdp_plugin=plugin).distributed_type.value)
+    finally:
+        AcceleratorState._reset_state(True)
+
+
 # --- the registry of private names ------------------------------------------------------------
 
 

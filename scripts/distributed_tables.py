@@ -44,18 +44,23 @@ def measured_table() -> str:
     with tempfile.TemporaryDirectory() as folder:
         make_config(ODD_LLAMA[0], **ODD_LLAMA[1]).save_pretrained(folder)
         config = AutoConfig.from_pretrained(folder)
-        for stage in (1, 2, 3):
-            ranks = [json.loads((RECORDED / f"zero{stage}-rank{r}.json").read_text()) for r in (0, 1)]
+        for stage in (1, 2, 3, "fsdp2"):
+            name = "fsdp2" if stage == "fsdp2" else f"zero{stage}"
+            ranks = [json.loads((RECORDED / f"{name}-rank{r}.json").read_text()) for r in (0, 1)]
             held = ranks[0]
-            options = DPOOptions(distributed_type="DEEPSPEED", deepspeed_zero_stage=stage, world_size=2)
+            if stage == "fsdp2":
+                options = DPOOptions(distributed_type="FSDP", world_size=2)
+            else:
+                options = DPOOptions(distributed_type="DEEPSPEED", deepspeed_zero_stage=stage, world_size=2)
             plan = plan_per_rank(plan_dpo_loads(LoadSpec(folder, dtype="float32"), options, Topology("cuda")), config)
             readings = [_readings(record) for record in ranks]
             cells = [f"{readings[0][key]:,} / {plan.bytes[key]:,}" for key in readings[0]]
             gathered = held["after_step"]["policy"]["materialised_whole_elements"]
-            same = "yes" if readings[0] == readings[1] else "no"
+            same = "yes" if readings[0] == readings[1] else "no (FSDP2: ceil(rows / 2) on rank 0, the rest on 1)"
+            reference = "fsdp2, root only" if stage == "fsdp2" else f"zero{held['reference_engine_stage']}"
             rows.append(
-                f"| ZeRO-{stage} | " + " | ".join(cells)
-                + f" | {gathered:,} | zero{held['reference_engine_stage']} | {same} |"
+                f"| {'FSDP2' if stage == 'fsdp2' else f'ZeRO-{stage}'} | " + " | ".join(cells)
+                + f" | {gathered:,} | {reference} | {same} |"
             )
     header = [
         "| engine | policy | reference | gradients | optimizer state | policy elements gathered after the step"
@@ -68,11 +73,12 @@ def measured_table() -> str:
 def _readings(held: dict) -> dict:
     """Bytes per component off the engine's partitions (sharded_run.py's record of one rank)."""
     optimizer = held["after_step"]["optimizer_state"]
+    states = optimizer.get("state", optimizer)  # ZeRO: master + state; FSDP2: AdamW's state on the shards
     return {
-        "policy": held["after_load"]["policy"]["bytes"],
+        "policy": held["after_step"]["policy"]["bytes"],
         "reference": held["after_load"]["reference"]["bytes"],
         "gradients": held["gradients"]["partition_bytes"],
-        "optimizer_state": optimizer["master_bytes"] + sum(s["bytes"] for s in optimizer["state"].values()),
+        "optimizer_state": optimizer.get("master_bytes", 0) + sum(s["bytes"] for s in states.values()),
     }
 
 

@@ -179,10 +179,8 @@ def plan_per_rank(plan: DPOPlan, config) -> RankPlan:
     elif engine == "fsdp2":
         policy = sharded(lambda n: fsdp2_shard(shapes[n], world))
         reference = policy if has_reference else 0
-        if trainable_numels is None:
-            gradients = policy
-        else:
-            gradients = math.ceil(trainable_elements / world)
+        # full fine-tune: gradients sharded like the parameters; PEFT: the adapter's, about 1/W of it
+        gradients = policy if trainable_numels is not None else math.ceil(trainable_elements / world)
         optimizer_elements = gradients
     else:
         policy, reference = total, total if has_reference else 0
