@@ -40,7 +40,7 @@ for backward the last hidden states (the positions scored) and two fp32 vectors;
 allocates the fp32 gradient of the hidden states `[N, h]` and, when the head's weight is trainable,
 an fp32 `[vocab, h]` weight gradient, cast to the weight's dtype at the end. (TRL releases before
 the fused head kept `2 x batch x length x vocab` logits, their log-softmax and its gradient alive:
-the trl#3168 failure; `full_logits_bytes` writes that out for comparison.)
+the trl#3168 failure; docs/training-step.md writes that arithmetic out beside this plan.)
 
 The plan is of a step after the first: the optimizer state exists (AdamW creates it in the first
 `optimizer.step()`), and gradients are None at the start (set_to_none). A run that fits this
@@ -68,17 +68,25 @@ Components (keys of `StepPlan.components`):
 Phases (keys of `StepPlan.phases`), live bytes at each one's peak, `W` = policy + reference +
 adapter + optimizer_state:
 
-    policy_forward    = W + activations + one layer's forward transient (+ with checkpointing, none kept)
+    policy_forward    = W + activations + max(one layer's working set under checkpointing,
+                                              backbone output + the head's forward working set)
+                        (+ under checkpointing with autocast over wider weights, a full fine-tune's
+                        cached weight casts of every layer; + eager's additive causal mask)
     reference_forward = W + activations + reference_forward
-    backward          = W + max(activations + logits,            # head backward, first
-                                gradients + recompute of one layer under checkpointing)
-    optimizer_step    = W + gradients + the optimizer's own transient (foreach: one copy of the
-                        trainable bytes; fused and 8-bit: none)
+    backward          = W + max(activations + logits,                 # the head, first
+                                first layer: saved (+ recompute) + head gradient + working set,
+                                last layer: saved + other layers' gradients + working set,
+                                all gradients + the embedding's own gradient)
+    optimizer_step    = W + gradients + the optimizer's transient (adamw_torch: foreach's copy
+                        of the second moments on CUDA, one parameter's denominator on CPU;
+                        fused and 8-bit: none)
+
+The live set of the backward is linear in the layers done, so its largest is at the first or the
+last layer. A layer's working set (`layer_working_bytes`) is approximated by its MLP's tensors.
 
 Left out: the CUDA context, allocator rounding and caching (`memory_reserved` above
-`memory_allocated`), the data batch (token ids: 8 bytes x rows x length, negligible), the
-attention mask of eager attention (built once per forward), the autocast cast copies of weights
-(planned as one layer's at a time, their cache is per forward), fragmentation.
+`memory_allocated`), the data batch (token ids: 8 bytes x rows x length), bitsandbytes'
+dequantized weight of one linear at a time (4/8-bit forward), fragmentation.
 """
 
 from __future__ import annotations
@@ -92,6 +100,10 @@ from .options import DPOOptions, _reject
 OPTIMIZERS = ("adamw_torch_fused", "adamw_torch", "adamw_8bit", "adamw_bnb_8bit")
 #: Attention implementations planned. None: transformers' default for the model ("sdpa").
 ATTENTION = (None, "sdpa", "eager", "flash_attention_2")
+#: Decoder layers derived here (transformers 5.24 `modeling_llama.py`, `modeling_qwen2.py`,
+#: `modeling_mistral.py`: RMSNorm, rotary, SwiGLU, grouped KV heads), or a checkpoint's own
+#: subclass of one of them.
+PLANNED_LAYERS = ("LlamaDecoderLayer", "Qwen2DecoderLayer", "MistralDecoderLayer")
 #: Devices whose code paths differ in the plan (the fused head's indexing and tile fold).
 DEVICES = ("cuda", "cpu")
 COMPONENTS = (
@@ -332,14 +344,15 @@ def plan_training_step(
         raise _reject("LoadSpec", "attn_implementation", spec.attn_implementation, ATTENTION)
     dtype = load_dtype(spec, config)
     load = str(dtype).removeprefix("torch.")
+    # the meta model first: it refuses a model whose layers are not planned here
+    trainable, layer_parameters, lora_layer_targets = _trainable(spec, options, config, dtype)
     shape = Shape.from_config(config)
     compute, residual = _dtypes(load, train)
     rows, length = train.rows, train.max_length
     tokens = rows * length
     scored = rows * (length - 1)
 
-    trainable, layer_parameters, lora_layer_targets = _trainable(spec, options, config, dtype)
-    gradients = sum(numel * size for numel, size in trainable)
+    gradients = sum(numel * size for numel, size, _ in trainable)
     optimizer_state = _optimizer_state(train.optim, trainable)
     full_finetune = not options.use_peft
     h = shape.hidden
@@ -481,55 +494,65 @@ def layer_working_bytes(shape: Shape, tokens: int, compute: int, residual: int) 
     return tokens * (2 * residual * shape.hidden + 3 * compute * shape.intermediate)
 
 
-def _optimizer_transient(train: TrainOptions, trainable: list[tuple[int, int]]) -> int:
+def _optimizer_transient(train: TrainOptions, trainable: list) -> int:
     """Fused AdamW and bitsandbytes' 8-bit kernels update in place. `adamw_torch` on CUDA takes the
     foreach path (`_multi_tensor_adamw`: `torch._foreach_sqrt(exp_avg_sqs)`, one copy of the state's
     second moment), on CPU the single-tensor path (one denominator the size of a parameter)."""
     if train.optim != "adamw_torch":
         return 0
     if train.device == "cuda":
-        return sum(numel * size for numel, size in trainable)
-    return max(numel * size for numel, size in trainable)
+        return sum(numel * size for numel, size, _ in trainable)
+    return max(numel * size for numel, size, _ in trainable)
 
 
 def _trainable(spec: LoadSpec, options: DPOOptions, config, dtype):
-    """(elements, bytes per element) of each trainable parameter tensor: the adapter's under PEFT
-    (lora_A and lora_B per targeted linear), else every parameter of the policy (tied ones once);
+    """(elements, bytes per element, is an embedding's) of each trainable parameter tensor: the
+    adapter's under PEFT (lora_A and lora_B per targeted linear), else every parameter of the policy
+    (tied ones once);
     the parameters of one decoder layer; the LoRA targets of one decoder layer ({} without PEFT)."""
     import torch
 
     from ..memory_model import meta_model
     from .adapter import lora_targets, plan_adapter
 
-    model = meta_model(config, dtype)
-    layers = model.get_decoder().layers
+    model = meta_model(config, dtype, spec.trust_remote_code)
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    first = decoder if layers is None else layers[0]
+    if not {cls.__name__ for cls in type(first).__mro__} & set(PLANNED_LAYERS):
+        raise ValueError(
+            f"config.model_type={config.model_type!r} ({type(first).__name__}) is not accepted for a "
+            f"training-step plan; accepted: models whose decoder layers are {PLANNED_LAYERS} or subclass one"
+        )
     layer_parameters = sum(p.numel() for p in layers[0].parameters())
     if not options.use_peft:
-        return [(p.numel(), p.element_size()) for p in model.parameters()], layer_parameters, {}
+        embeddings = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+        tensors = [(p.numel(), p.element_size(), id(p) in embeddings) for p in model.parameters()]
+        return tensors, layer_parameters, {}
     adapter = plan_adapter(spec, options)
     size = (dtype if adapter.dtype is None else getattr(torch, adapter.dtype)).itemsize
     targets = lora_targets(model, adapter.target_modules)
     tensors = []
     for fan_in, fan_out in targets.values():
-        tensors += [(adapter.r * fan_in, size), (adapter.r * fan_out, size)]
+        tensors += [(adapter.r * fan_in, size, False), (adapter.r * fan_out, size, False)]
     prefix = next(name for name, module in model.named_modules() if module is layers[0]) + "."
     first_layer = {name: shape for name, shape in targets.items() if name.startswith(prefix)}
     return tensors, layer_parameters, first_layer
 
 
-def _optimizer_state(optim: str, trainable: list[tuple[int, int]]) -> int:
+def _optimizer_state(optim: str, trainable: list) -> int:
+    """AdamW: two moments in the parameter's dtype and a 4-byte step per tensor. 8-bit AdamW
+    (bitsandbytes `Optimizer2State.init_state`): uint8 moments with fp32 absmax per 256-element block,
+    fp32 moments below `min_8bit_size` elements and for embeddings (transformers 5.24 trainer.py:1328-1338
+    registers every `nn.Embedding` weight with `optim_bits=32`), and the two shared 256-entry quantile
+    maps."""
     if optim in ("adamw_torch_fused", "adamw_torch"):
-        return sum(2 * numel * size + 4 for numel, size in trainable)
+        return sum(2 * numel * size + 4 for numel, size, _ in trainable)
     total = 2 * QMAP_ENTRIES * 4
-    for numel, _ in trainable:
-        if numel < MIN_8BIT_SIZE:
+    for numel, _, embedding in trainable:
+        if numel < MIN_8BIT_SIZE or embedding:
             total += 2 * 4 * numel
         else:
             blocks = -(-numel // BLOCKSIZE_8BIT_OPTIM)
             total += 2 * numel + 2 * 4 * blocks
     return total
-
-
-def full_logits_bytes(shape: Shape, train: TrainOptions, dtype_bytes: int) -> int:
-    """What the pre-fused-head releases kept (trl#3168): logits, log-softmax, their gradient."""
-    return 3 * train.rows * train.max_length * shape.vocab * dtype_bytes
