@@ -4,7 +4,8 @@ hold, from a config.json.
 Offline (`HF_HUB_OFFLINE=1` unless set) and on the meta device: no weights are read, so a planner
 can ask about an 8B checkpoint holding only its config. The load bill (`bill`) and one training
 step (`step.plan_training_step`, with DPOConfig 1.16's defaults unless told otherwise) are printed
-by component and by phase; "fits" is judged on the larger of the load peak and the step peak.
+by component and by phase; "fits" is judged on the larger of the load peak and the step peak (of one
+rank when the run is sharded: `--world-size`, `--zero-stage`, `--distributed-type FSDP`).
 Exit codes: 0 the plan is printed (a table, or JSON with `--json`); 2 unusable input (argparse's
 usage line and one `error:` line on stderr, never a traceback), whether the command line, the
 options, the spec or the config refused it. A config naming its own code (`auto_map`) is read only
@@ -261,8 +262,10 @@ def _table(plan: DPOPlan, result: dict, step) -> str:
     lines.append(f"  (phase {step.peak_phase}; largest component there: {step.deciding_component})")
     if result["fits"] is not None:
         verdict = "fits" if result["fits"] else "does NOT fit"
+        sharded = "per_rank" in result
         lines.append(
             f"{verdict} in {result['device_memory_bytes'] / gib:.2f} GiB, margin {result['margin_bytes'] / gib:.2f} GiB"
-            " (the larger of the load peak and the step peak)"
+            + (" per rank" if sharded else "")
+            + " (the larger of the load peak and the step peak" + (" of one rank, below)" if sharded else ")")
         )
     return "\n".join(lines)
