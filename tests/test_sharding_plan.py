@@ -148,3 +148,15 @@ def test_docs_tables_equal_their_generator():
     doc = (ROOT / "docs" / "distributed.md").read_text()
     assert _block(doc, "per-rank-8b") == distributed_tables.planned_table()
     assert _block(doc, "per-rank-measured") == distributed_tables.measured_table()
+
+
+def test_cli_fits_is_judged_per_rank_when_sharded(llama8b, capsys):
+    """8B full DPO: whole it needs far more than 40 GiB, per rank under ZeRO-3 on 8 much less; the
+    verdict and margin are the rank's."""
+    argv = [str(llama8b), "--dtype", "bfloat16", "--batch-size", "1", "--device-memory", "40GiB", "--json"]
+    assert main([*argv, "--world-size", "8", "--zero-stage", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    per_rank = result["per_rank"]
+    assert result["step_peak_bytes"] > 40 * 2**30  # one process holding it all would not fit
+    assert result["fits"] is True
+    assert result["margin_bytes"] == 40 * 2**30 - max(per_rank["loading_peak_bytes"], per_rank["step_peak_bytes"])
