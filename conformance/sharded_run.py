@@ -1,5 +1,5 @@
-"""TRL's own DPOTrainer, one step, under a real engine (DeepSpeed ZeRO-1/2/3) on this rank; what the
-engine holds, read off its own partitions. One JSON file per rank.
+"""TRL's own DPOTrainer, one step, under a real engine (DeepSpeed ZeRO-1/2/3, or FSDP2) on this rank;
+what the engine holds, read off its own partitions. One JSON file per rank.
 
     DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 python -m torch.distributed.run --nproc_per_node 2 \\
         conformance/sharded_run.py OUTDIR --engine zero3 --checkpoint DIR
@@ -22,7 +22,10 @@ Each rank records:
 * `host`: VmHWM / RSS (information only: host memory on CPU is noisy, see the module docs).
 
 `conformance/test_sharded.py` launches this for each engine and holds the records to the per-rank plan
-(`policyload.plan.sharding`). The DeepSpeed-on-CPU workaround is `upstream_patches.deepspeed_on_cpu`.
+(`policyload.plan.sharding`). The DeepSpeed-on-CPU workaround is `upstream_patches.deepspeed_on_cpu`,
+the FSDP2 one `upstream_patches.fsdp2_on_cpu` (`run_fsdp2_rank`: the same figures off DTensor local
+shards, gradients at the Trainer's `on_pre_optimizer_step`). On CUDA (NCCL, one GPU per rank) the
+DeepSpeed runs use the Trainer's own state and add `torch.cuda.max_memory_allocated` per rank.
 """
 
 from __future__ import annotations

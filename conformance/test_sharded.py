@@ -1,4 +1,4 @@
-"""Per rank under DeepSpeed ZeRO-1/2/3: TRL 1.16's own DPOTrainer, one step on 2 CPU ranks (torchrun,
+"""Per rank under DeepSpeed ZeRO-1/2/3 and FSDP2: TRL 1.16's own DPOTrainer, one step on 2 CPU ranks (torchrun,
 gloo), what each engine holds read off its own partitions (`sharded_run.py`), held to the per-rank
 plan (`policyload.plan.sharding`): parameter counts exactly, bytes within 1%, after loading and at
 the step; and the distributed load itself: how TRL prepares the reference, what `from_pretrained`
@@ -7,10 +7,10 @@ receives, which ranks read the checkpoint.
 The checkpoint is `odd-llama` (fixtures/checkpoints.py): odd element counts, so DeepSpeed's partition
 padding shows on 2 ranks. Each check runs twice: on the live run (`tox -e dist-cpu`, where DeepSpeed is
 installed; skipped elsewhere with that reason) and on the committed recording of such a run
-(`conformance/recorded/sharded-2rank/`, made by `sharded_run.py` on 2 CPU ranks; re-made by
-`python -m conformance.test_sharded OUTDIR`-style runs of the script), so that every environment,
-and `tox -e mutation`, holds the plan to what the engines held. FSDP2 is planned, not run: accelerate
-attaches FSDP only to accelerator processes (docs/distributed.md).
+(`conformance/recorded/sharded-2rank/`: the rank files `sharded_run.py` wrote on 2 CPU ranks, one
+torchrun per engine as in its docstring, copied there), so that every environment, and
+`tox -e mutation`, holds the plan to what the engines held. FSDP2 runs through TRL with accelerate's
+CPU check bypassed (`upstream_patches.fsdp2_on_cpu`; docs/distributed.md).
 """
 
 import json
