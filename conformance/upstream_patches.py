@@ -222,6 +222,103 @@ def trainer_sees_distributed_type(distributed_type: str):
         yield
 
 
+# --- DeepSpeed on CPU processes: the state the Trainer should have made -----------------------
+
+
+def deepspeed_on_cpu():
+    """Stands in for the process state `TrainingArguments` makes on its DeepSpeed path, which passes
+    no `backend` to accelerate's `PartialState` (transformers 5.24 `training_args.py:1886-1888`, the
+    `elif self.deepspeed:` branch: `use_deepspeed` and `timeout` only, never `ddp_backend`), so on CPU
+    processes DeepSpeed's communicator never joins the torchrun group and each rank trains alone
+    (seen: `ProcessGroupGloo::allgather ... expected length 2, got 1` at the first step). Made here
+    instead: `PartialState(backend="gloo")` with `ACCELERATE_USE_DEEPSPEED=true` (so accelerate
+    initialises `deepspeed.comm` over gloo, `accelerate/state.py:204-217`), to be used by a
+    `DPOConfig(accelerator_config={"use_configured_state": True})`. Breaks (and
+    `test_upstream_patches.test_deepspeed_branch_still_drops_the_backend` fails) once transformers
+    passes `ddp_backend` on that branch: then `DPOConfig(ddp_backend="gloo")` alone is the fix.
+
+    Returns the `PartialState`; call it before any `DPOConfig` is built, once per process."""
+    import os
+
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    return PartialState(backend="gloo")
+
+
+def deepspeed_branch_backend(**training_arguments) -> object:
+    """The `backend` that `TrainingArguments(**training_arguments)` (with `deepspeed` set) hands to
+    accelerate's `PartialState` while it sets up its devices (`__post_init__` -> `_setup_devices`),
+    read with `PartialState` replaced by a recorder that stops the construction there: the keyword's
+    value, or None when none is passed (transformers 5.24: None on the DeepSpeed path)."""
+    import transformers.training_args as training_args
+
+    seen = {}
+
+    class Recorded(Exception):
+        pass
+
+    class Recorder:
+        _shared_state: dict = {}
+
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+            raise Recorded
+
+    with mock.patch.object(training_args, "PartialState", Recorder):
+        try:
+            training_args.TrainingArguments(**training_arguments)
+        except Recorded:
+            pass
+    if not seen:
+        raise AssertionError("TrainingArguments never asked PartialState for a state: the probe saw nothing")
+    return seen.get("backend", None)
+
+
+# --- FSDP2 on CPU processes: accelerate's device check, bypassed ------------------------------
+
+
+def fsdp2_on_cpu(plugin_fields: dict):
+    """Stands in for accelerate's choice of FSDP, which it makes only for accelerator process types
+    (accelerate 1.15 `state.py:985-1016`: `distributed_type` becomes FSDP inside the branch for MULTI_GPU,
+    MULTI_XPU, ...; MULTI_CPU is not among them, so a CPU run with an FSDP plugin silently trains as DDP).
+    Applied here where the Trainer has made its Accelerator (`Trainer.create_accelerator_and_postprocess`):
+    the state's `distributed_type` set to FSDP, an FSDP2 plugin with `plugin_fields` attached, and the
+    Trainer's `is_fsdp_enabled` set, so TRL's `prepare_fsdp` wraps the reference and accelerate's
+    `fsdp2_prepare_model` the policy. Breaks (and `test_sharded.test_accelerate_still_refuses_fsdp_on_cpu`
+    fails) once accelerate attaches FSDP to CPU processes: then the plugin alone is the run.
+
+    A context manager over the Trainer's method (public transformers API)."""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+    from transformers import Trainer
+
+    original = Trainer.create_accelerator_and_postprocess
+
+    def create(self):
+        original(self)
+        self.accelerator.state.distributed_type = DistributedType.FSDP
+        self.accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2, **plugin_fields)
+        self.is_fsdp_enabled = True
+
+    return mock.patch.object(Trainer, "create_accelerator_and_postprocess", create)
+
+
+def accelerate_distributed_type_with_fsdp_plugin_on_cpu() -> str:
+    """What accelerate makes of an FSDP2 plugin in a CPU process (the upstream cause of `fsdp2_on_cpu`):
+    the `distributed_type` of `Accelerator(cpu=True, fsdp_plugin=...)`, accelerate's state reset afterwards.
+    Asked on a torchrun rank (MULTI_CPU: "MULTI_CPU" today, "FSDP" once accelerate allows it)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    AcceleratorState._reset_state(True)
+    try:
+        plugin = FullyShardedDataParallelPlugin(fsdp_version=2, cpu_ram_efficient_loading=False)
+        return str(Accelerator(cpu=True, fsdp_plugin=plugin).distributed_type.value)
+    finally:
+        AcceleratorState._reset_state(True)
+
+
 # --- the registry of private names ------------------------------------------------------------
 
 

@@ -18,7 +18,8 @@ The modules, one job each: `options` holds `DPOOptions` and its validation, `loa
 (`plan_dpo_loads`, `Load`, `DPOPlan`), `adapter` the LoRA adapter (targets, dtype, parameters),
 `bill` the bytes of each load and the load peak, `trainer` the DPOTrainer the recipe builds
 (shared by the conformance test and the DPO bill benchmark), `step` one training step's plan
-(`plan_training_step`, `TrainOptions`, `StepPlan`), `cli` the command line
+(`plan_training_step`, `TrainOptions`, `StepPlan`), `sharding` what each rank holds under DeepSpeed
+ZeRO or FSDP2 and its step peak (`plan_per_rank`, `plan_step_per_rank`), `cli` the command line
 (`python -m policyload.plan`). The names below are re-exported so that
 `from policyload.plan import ...` keeps working. Importing the package imports neither torch nor
 transformers; the functions that need them import them when called.
@@ -29,6 +30,7 @@ from .bill import bill
 from .cli import main, parse_bytes
 from .loads import ROLES, SOURCES, DPOPlan, FromPolicy, Load, plan_dpo_loads
 from .options import DISTRIBUTED_TYPES, TRL_RELEASE, ZERO_STAGES, DPOOptions
+from .sharding import RankPlan, plan_per_rank, plan_step_per_rank
 from .step import ATTENTION, COMPONENTS, OPTIMIZERS, PHASES, StepPlan, TrainOptions, plan_training_step
 
 __all__ = [
@@ -36,8 +38,11 @@ __all__ = [
     "COMPONENTS",
     "OPTIMIZERS",
     "PHASES",
+    "RankPlan",
     "StepPlan",
     "TrainOptions",
+    "plan_per_rank",
+    "plan_step_per_rank",
     "plan_training_step",
     "DISTRIBUTED_TYPES",
     "PEFT_DEFAULT_TARGETS",

@@ -4,7 +4,8 @@ hold, from a config.json.
 Offline (`HF_HUB_OFFLINE=1` unless set) and on the meta device: no weights are read, so a planner
 can ask about an 8B checkpoint holding only its config. The load bill (`bill`) and one training
 step (`step.plan_training_step`, with DPOConfig 1.16's defaults unless told otherwise) are printed
-by component and by phase; "fits" is judged on the larger of the load peak and the step peak.
+by component and by phase; "fits" is judged on the larger of the load peak and the step peak (of one
+rank when the run is sharded: `--world-size`, `--zero-stage`, `--distributed-type FSDP`).
 Exit codes: 0 the plan is printed (a table, or JSON with `--json`); 2 unusable input (argparse's
 usage line and one `error:` line on stderr, never a traceback), whether the command line, the
 options, the spec or the config refused it. A config naming its own code (`auto_map`) is read only
@@ -89,6 +90,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--fp16", action="store_true", help="fp16 autocast (turns --bf16 off)")
     train.add_argument("--optim", default=defaults.optim, help=f"one of {OPTIMIZERS} (default %(default)s)")
     train.add_argument("--device", default=defaults.device, help="the training device, cuda or cpu (default cuda)")
+    parser.add_argument(
+        "--world-size", type=int, default=1, help="ranks of the run; above 1 the plan is also per rank (plan.sharding)"
+    )
+    parser.add_argument(
+        "--zero-stage", type=int, default=None, help="DeepSpeed ZeRO stage 0-3 (sets --distributed-type DEEPSPEED)"
+    )
+    parser.add_argument("--offload-optimizer", action="store_true", help="ZeRO offload_optimizer (stages 1-3)")
+    parser.add_argument("--offload-param", action="store_true", help="ZeRO offload_param (stage 3)")
     parser.add_argument("--device-memory", default=None, help="e.g. 80GiB, 80GB, 85899345920")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     return parser
@@ -137,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         options = DPOOptions(
             use_peft=args.use_peft,
             precompute_ref_log_probs=args.precompute_ref_log_probs,
-            distributed_type=args.distributed_type,
+            distributed_type="DEEPSPEED" if args.zero_stage is not None else args.distributed_type,
+            deepspeed_zero_stage=args.zero_stage,
+            world_size=args.world_size,
+            offload_optimizer=args.offload_optimizer,
+            offload_param=args.offload_param,
             lora_r=args.lora_r,
             lora_alpha=args.lora_alpha,
             lora_target_modules=targets,
@@ -147,10 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         config = _read_config(config_file, args.trust_remote_code)
         result = bill(plan, config)
         step = plan_training_step(spec, options, train, config, load_bill=result)
+        per_rank = _per_rank(spec, options, train, config) if _sharded(options) else None
     except ValueError as error:
         parser.error(str(error))
     result.update(step.to_dict())
     decisive = max(result["peak_bytes"], result["step_peak_bytes"])
+    if per_rank is not None:  # each rank's device: its own loading and step peaks decide
+        result["per_rank"] = per_rank
+        decisive = max(per_rank["loading_peak_bytes"], per_rank["step_peak_bytes"])
     result["fits"] = None if device_memory is None else decisive <= device_memory
     if device_memory is not None:
         result["device_memory_bytes"] = device_memory
@@ -159,7 +176,49 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(_table(plan, result, step))
+        if per_rank is not None:
+            print("(above: one process holding everything whole; below: what each rank holds)")
+            print()
+            print(per_rank_table(per_rank))
     return 0
+
+
+def _sharded(options: DPOOptions) -> bool:
+    return options.world_size > 1 or options.distributed_type in ("DEEPSPEED", "FSDP")
+
+
+def _per_rank(spec: LoadSpec, options: DPOOptions, train: TrainOptions, config) -> dict:
+    """The per-rank plan, its step at the same training options as the single-process one."""
+    from .sharding import plan_step_per_rank
+
+    return plan_step_per_rank(spec, options, train, config, Topology(None if train.device == "cpu" else train.device))
+
+
+#: The per-rank rows: (label, key in `components`), in the order of the docs' table.
+PER_RANK_ROWS = (
+    ("policy", "policy"),
+    ("reference", "reference"),
+    ("adapter", "adapter"),
+    ("gradients", "gradients"),
+    ("optimizer state", "optimizer_state"),
+    ("activations (this rank's micro-batch)", "activations"),
+)
+
+
+def per_rank_table(per_rank: dict) -> str:
+    """The per-rank plan as text: model states, the loading peak, each phase and the step peak (GiB)."""
+    gib = 2**30
+    title = f"per rank, {per_rank['engine']} on {per_rank['world_size']} ranks"
+    rows = [(label, per_rank["components"][key]) for label, key in PER_RANK_ROWS]
+    rows.append(("peak while loading", per_rank["loading_peak_bytes"]))
+    rows += [(f"step: {phase}", value) for phase, value in per_rank["phases"].items() if value]
+    rows.append(("step peak", per_rank["step_peak_bytes"]))
+    lines = [f"{title:<40} {'GiB':>9}"] + [f"{name:<40} {value / gib:>9.2f}" for name, value in rows]
+    host = {name: value for name, value in per_rank["host_bytes"].items() if value}
+    if host:
+        lines.append("offloaded to host: " + ", ".join(f"{name} {value / gib:.2f} GiB" for name, value in host.items()))
+    lines.append(f"checkpoint read by {per_rank['checkpoint_readers']}; reference as {per_rank['reference_engine']}")
+    return "\n".join(lines)
 
 
 def _read_config(config_file: Path, trust_remote_code: bool):
@@ -203,8 +262,10 @@ def _table(plan: DPOPlan, result: dict, step) -> str:
     lines.append(f"  (phase {step.peak_phase}; largest component there: {step.deciding_component})")
     if result["fits"] is not None:
         verdict = "fits" if result["fits"] else "does NOT fit"
+        sharded = "per_rank" in result
         lines.append(
             f"{verdict} in {result['device_memory_bytes'] / gib:.2f} GiB, margin {result['margin_bytes'] / gib:.2f} GiB"
-            " (the larger of the load peak and the step peak)"
+            + (" per rank" if sharded else "")
+            + " (the larger of the load peak and the step peak" + (" of one rank, below)" if sharded else ")")
         )
     return "\n".join(lines)

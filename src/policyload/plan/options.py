@@ -40,9 +40,15 @@ class DPOOptions:
     lora_dropout: float = 0.05
     #: None: PEFT's default for the model type; "all-linear"; a regex string; or module names.
     lora_target_modules: tuple[str, ...] | str | None = None
+    #: Ranks of the run (torchrun's WORLD_SIZE): the per-rank plan (`plan.sharding`) divides by it.
+    world_size: int = 1
+    #: DeepSpeed `zero_optimization.offload_optimizer` (stages 1-3) and `offload_param` (stage 3).
+    offload_optimizer: bool = False
+    offload_param: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("use_peft", "precompute_ref_log_probs", "policy_as_instance"):
+        flags = ("use_peft", "precompute_ref_log_probs", "policy_as_instance", "offload_optimizer", "offload_param")
+        for name in flags:
             if not isinstance(getattr(self, name), bool):
                 raise _reject("DPOOptions", name, getattr(self, name), "True or False")
         if self.distributed_type not in DISTRIBUTED_TYPES:
@@ -53,6 +59,23 @@ class DPOOptions:
             raise ValueError(
                 f"DPOOptions.deepspeed_zero_stage={self.deepspeed_zero_stage!r} is not accepted with "
                 f"distributed_type={self.distributed_type!r}; accepted: None unless distributed_type='DEEPSPEED'"
+            )
+        if isinstance(self.world_size, bool) or not isinstance(self.world_size, int) or self.world_size < 1:
+            raise _reject("DPOOptions", "world_size", self.world_size, "an integer >= 1")
+        if self.distributed_type == "NO" and self.world_size != 1:
+            raise ValueError(
+                f"DPOOptions.world_size={self.world_size!r} is not accepted with distributed_type='NO'; "
+                "accepted: 1, or a distributed_type of MULTI_GPU, DEEPSPEED or FSDP"
+            )
+        if self.offload_optimizer and not (self.deepspeed_zero_stage or 0) >= 1:
+            raise ValueError(
+                f"DPOOptions.offload_optimizer=True is not accepted with deepspeed_zero_stage="
+                f"{self.deepspeed_zero_stage!r}; accepted: deepspeed_zero_stage 1, 2 or 3"
+            )
+        if self.offload_param and self.deepspeed_zero_stage != 3:
+            raise ValueError(
+                f"DPOOptions.offload_param=True is not accepted with deepspeed_zero_stage="
+                f"{self.deepspeed_zero_stage!r}; accepted: deepspeed_zero_stage 3"
             )
         if isinstance(self.lora_r, bool) or not isinstance(self.lora_r, int) or self.lora_r < 1:
             raise _reject("DPOOptions", "lora_r", self.lora_r, "an integer >= 1")
