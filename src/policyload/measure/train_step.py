@@ -24,12 +24,17 @@ peak. On CUDA: `torch.cuda.memory_allocated` and `max_memory_allocated`, the pea
 mark. On CPU: the CPU allocator's own record of every allocation and free, the memory events of
 `torch.profiler` with `profile_memory=True` (c10's `reportMemoryUsage`, the same events
 `profile().key_averages()` sums), replayed in time order. The profiler starts before the trainer
-is built, so the record counts every tensor the trainer's models and step allocate. Tensors that
-never pass through the allocator are not in it: on CPU, weights that a load leaves on the
-checkpoint's mapping (a bfloat16 load of the bfloat16 file). Those are read from the machine too,
-once the models are used (`host_memory.use_model`): the file-backed resident pages under the
-models' storages (/proc/self/pagemap), `cpu_mapped_model_bytes`; the step's measured CPU figures
-are the allocator's plus that. The host figure is the process's VmHWM over construction and step.
+is built, so the record counts every tensor the trainer's models and step allocate. A checkpoint's
+memory mapping is reported to the profiler too, as one allocation of the file's size when
+safetensors maps it (seen on the bfloat16 Qwen2-0.5B shape: one `[memory]` event of 988,097,824
+bytes, the file's size, outside any op), and it counts whole for as long as any tensor views it
+(a 4-bit load's embedding keeps the whole bfloat16 file mapped). Those events (an allocation or
+free of exactly a weight file's size) are left out of the replay; in their place the pages of the
+mapping that the models' tensors do use are read from the machine once the trainer is built (the
+file-backed resident pages under the models' storages, /proc/self/pagemap, after a read of every
+page: `cpu_mapped_model_bytes`) and added to every figure. This is the DPO bill's measured total
+(private memory plus the file-backed pages under live tensors), with the allocator's record in
+place of RssAnon. The host figure is the process's VmHWM over construction and step.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ PHASES = ("policy_forward", "reference_forward", "backward", "optimizer_step")
 PROMPT_WORDS = 8
 CPU_SOURCE = (
     "CPU allocator's record of live tensor bytes (torch.profiler memory events, profile_memory=True), "
-    "from before the trainer was built, plus the models' file-backed resident pages (/proc/self/pagemap)"
+    "from before the trainer was built, the checkpoint's mapping left out; plus the file-backed resident "
+    "pages under the models' storages (/proc/self/pagemap)"
 )
 CUDA_SOURCE = "cuda allocator: memory_allocated at each mark, max_memory_allocated between marks (reset at each)"
 
@@ -97,9 +103,10 @@ class PhaseMarks:
     def readout_cuda(self) -> list[dict]:
         return [{"name": name, **reading} for name, reading in zip(self.names, self.readings, strict=True)]
 
-    def readout_cpu(self, profile) -> list[dict]:
+    def readout_cpu(self, profile, mapping_sizes=()) -> list[dict]:
         """Replay the profiler's CPU memory events in time order: live bytes at each mark (relative
-        to the profiler's start) and the peak since the previous mark."""
+        to the profiler's start) and the peak since the previous mark; allocations and frees of
+        exactly one of `mapping_sizes` bytes (the checkpoint's files: their mapping) left out."""
         from torch.autograd import DeviceType
         from torch.autograd.profiler import MEMORY_EVENT_NAME
 
@@ -107,7 +114,7 @@ class PhaseMarks:
         events = []
         for event in profile.profiler.kineto_results.events():
             name = event.name()
-            if name == MEMORY_EVENT_NAME and event.device_type() in cpu:
+            if name == MEMORY_EVENT_NAME and event.device_type() in cpu and abs(event.nbytes()) not in mapping_sizes:
                 events.append((event.start_ns(), 1, event.nbytes(), None))
             elif name.startswith(self.PREFIX):
                 events.append((event.start_ns(), 0, 0, name.removeprefix(self.PREFIX)))
@@ -125,9 +132,9 @@ class PhaseMarks:
         return result
 
 
-def phase_readings(marks: list[dict], offset: int) -> dict:
-    """Per phase: live bytes at its begin and end and its peak (`offset` added to every figure: the
-    bytes the allocator does not see); the step's peak over every interval from the first mark to
+def phase_readings(marks: list[dict], offset: int = 0) -> dict:
+    """Per phase: live bytes at its begin and end and its peak (`offset` added to each: on CPU the
+    mapped weights, left out of the allocator's replay); the step's peak over every interval from the first mark to
     the last (the gaps between phases included: the DPO loss between reference forward and backward)."""
     index = {item["name"]: i for i, item in enumerate(marks)}
     phases = {}
@@ -231,6 +238,7 @@ def measure_train_step_in_this_process(request: dict) -> dict:
     from ..plan.trainer import build_dpo_trainer
     from ..spec import LoadSpec
     from . import host_memory
+    from .fresh_process import checkpoint_files
     from .rss import peak_rss_bytes, reset_peak_rss
 
     spec = LoadSpec(**request["spec"])
@@ -266,7 +274,8 @@ def measure_train_step_in_this_process(request: dict) -> dict:
                 mapped = host_memory.file_backed_resident_bytes(storages)
             _hook_phases(trainer, marks)
             trainer.train()
-        readings = marks.readout_cuda() if cuda else marks.readout_cpu(profile)
+        mapping_sizes = {os.path.getsize(path) for path in checkpoint_files(spec.model_name_or_path)}
+        readings = marks.readout_cuda() if cuda else marks.readout_cpu(profile, mapping_sizes)
         return {
             "train_marks": readings,
             "train_batch_shape": marks.shapes[0] if marks.shapes else None,
