@@ -39,6 +39,7 @@ place of RssAnon. The host figure is the process's VmHWM over construction and s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -227,11 +228,32 @@ def _hook_phases(trainer, marks: PhaseMarks) -> None:
     trainer.add_callback(Marks())
 
 
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """File descriptor 1 pointed at 2 for the block: the Trainer prints its closing metrics
+    (`PrinterCallback`) and the profiler its notices, and a forked child's stdout is the fresh-process
+    server's reply channel."""
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def measure_train_step_in_this_process(request: dict) -> dict:
     """Build the trainer of `request` (`spec`, `options`, `train`: DPOConfig fields), run one step,
     return the marks' readings and the host figures (module docstring)."""
-    import contextlib
+    with stdout_to_stderr():
+        return _measure_train_step(request)
 
+
+def _measure_train_step(request: dict) -> dict:
     import torch
 
     from ..plan import DPOOptions
@@ -264,7 +286,7 @@ def measure_train_step_in_this_process(request: dict) -> dict:
         with profile:
             trainer = build_dpo_trainer(
                 spec, options, rows, output_dir,
-                max_steps=1, logging_strategy="no", save_strategy="no", dataloader_num_workers=0, **train,
+                max_steps=1, logging_strategy="no", save_strategy="no", disable_tqdm=True, **train,
             )
             mapped = 0
             if not cuda:

@@ -81,10 +81,11 @@ def _outcome_cell(outcome: dict) -> str:
 
 def markdown_table(run: Run) -> str:
     versions = ", ".join(f"{name} {run.machine[name]}" for name in _LIBRARIES if run.machine.get(name))
-    from .dpo import dpo_table  # report.dpo formats with this module's helpers
+    from .dpo import dpo_table  # report.dpo and report.train format with this module's helpers
+    from .train import train_table
 
-    dpo = dpo_table(run)
-    if dpo and not run.rows and not run.outcomes:  # a DPO-only run (pytest benchmarks -k dpo)
+    dpo = "\n".join(table for table in (dpo_table(run), train_table(run)) if table)
+    if dpo and not run.rows and not run.outcomes:  # a DPO- or training-only run (pytest benchmarks -k dpo/train)
         return f"Device: {run.device}" + (f"; {versions}" if versions else "") + "\n\n" + dpo
     lines = [
         f"Device: {run.device}" + (f"; {versions}" if versions else ""),
