@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from policyload.measure.train_step import PHASES, isolated_components
 from policyload.report import parse_percent
 from policyload.report.runs import load_run
 from policyload.report.tables import format_bytes
@@ -24,6 +25,78 @@ from .check_memory import verdict
 
 #: The marks every hooked step has (the reference forward's are absent when precomputed).
 REQUIRED_MARKS = ("policy_forward:begin", "backward:end", "optimizer_step:end")
+
+
+#: Measured components (`isolated_components`) -> the plan's components they are held to.
+#: "step_start" is every weight the step starts with; the plan's logits are not isolated by the
+#: phases (TRL 1.16's fused LM head computes them in tiles inside the policy forward).
+COMPONENT_PLAN = {
+    "step_start": ("policy", "reference", "adapter"),
+    "activations": ("activations",),
+    "reference_forward": ("reference_forward",),
+    "gradients": ("gradients",),
+    "optimizer_state": ("optimizer_state",),
+}
+NOT_ISOLATED = {
+    "logits": "not isolated: TRL 1.16's fused LM head (trainer/utils.py add_fused_lm_head) computes the "
+    "logits in tiles inside the policy forward, among its other transients",
+}
+
+
+def planned_step(case, config, device: str) -> dict:
+    """The plan of `case` on `device` ("cuda" or "cpu"): {"components", "phases", "peak_bytes"} (bytes)."""
+    from policyload.plan.step import TrainOptions, plan_training_step
+
+    train = TrainOptions(**case.training_arguments, device=device)
+    plan = plan_training_step(case.spec, case.options, train, config)
+    return {"components": dict(plan.components), "phases": dict(plan.phases), "peak_bytes": plan.peak_bytes}
+
+
+def off(planned, measured):
+    """planned / measured - 1, or None where either is missing."""
+    return None if planned is None or not measured else planned / measured - 1
+
+
+def _off(value) -> str:
+    return "n/a" if value is None else f"{value:+.1%}"
+
+
+def step_columns(planned: dict, steps: list[dict] | None) -> dict:
+    """`train_step`: planned and measured per component (isolated in the first step), per phase and at
+    the peak (of the second step: the plan is of a step that starts with the optimizer's state), each
+    with planned / measured - 1; None where not measured or not isolated. `steps`: the child's
+    `train_steps` (`policyload.measure.train_step`), None where memory is not measurable."""
+    first, steady = (steps[0], steps[-1]) if steps else (None, None)
+    measured = isolated_components(first["phases"]) if first else {}
+    components = {}
+    for name, plan_names in COMPONENT_PLAN.items():
+        value = sum(planned["components"].get(key, 0) for key in plan_names)
+        components[name] = {
+            "planned_bytes": value, "measured_bytes": measured.get(name), "off": off(value, measured.get(name)),
+            "plan_components": list(plan_names),
+        }
+    for name, reason in NOT_ISOLATED.items():
+        components[name] = {
+            "planned_bytes": planned["components"].get(name), "measured_bytes": None, "off": None, "reason": reason,
+        }
+    phases = {}
+    for phase in PHASES:
+        reading = (steady or {}).get("phases", {}).get(phase)
+        value = planned["phases"].get(phase) or None  # the plan's 0: no such phase (precomputed reference)
+        phases[phase] = {
+            "planned_peak_bytes": value,
+            "measured_peak_bytes": reading and reading["peak_bytes"],
+            "off": off(value, reading and reading["peak_bytes"]),
+        }
+    peak = steady["step_peak_bytes"] if steady else None
+    planned_peak = planned["peak_bytes"]
+    return {
+        "planned": planned,
+        "components": components,
+        "phases": phases,
+        "peak": {"planned_bytes": planned_peak, "measured_bytes": peak, "off": off(planned_peak, peak)},
+        "first_step_peak_bytes": first["step_peak_bytes"] if first else None,
+    }
 
 
 def judge(run, peak_tolerance: float, component_tolerance: float) -> tuple[list[str], list[str], int]:
@@ -63,10 +136,6 @@ def judge(run, peak_tolerance: float, component_tolerance: float) -> tuple[list[
                     f"tolerance {component_tolerance:.0%})"
                 )
     return lines, problems, checked
-
-
-def _off(value) -> str:
-    return "n/a" if value is None else f"{value:+.1%}"
 
 
 def main(argv=None) -> int:

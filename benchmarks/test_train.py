@@ -18,75 +18,15 @@ import dataclasses
 
 import pytest
 
+from benchmarks.check_train_step import off, planned_step, step_columns
 from benchmarks.test_load import MEASURABLE_MIN_BYTES, checkpoint_folder, not_measurable
-from policyload.measure.train_step import PHASES, isolated_components
+from policyload.measure.train_step import PHASES, STEPS
 from policyload.memory_model import checkpoint_layout
-
-#: Measured components (`isolated_components`) -> the plan's components they are held to.
-#: "step_start" is every weight the step starts with; the plan's logits are not isolated by the
-#: phases (TRL 1.16's fused LM head computes them in tiles inside the policy forward).
-COMPONENT_PLAN = {
-    "step_start": ("policy", "reference", "adapter"),
-    "activations": ("activations",),
-    "reference_forward": ("reference_forward",),
-    "gradients": ("gradients",),
-    "optimizer_state": ("optimizer_state",),
-}
-NOT_ISOLATED = {
-    "logits": "not isolated: TRL 1.16's fused LM head (trainer/utils.py add_fused_lm_head) computes the "
-    "logits in tiles inside the policy forward, among its other transients",
-}
-
-
-def planned_step(case, config) -> dict:
-    """The plan of `case`: {"components", "phases", "peak_bytes"} (bytes)."""
-    from policyload.plan.step import TrainOptions, plan_training_step
-
-    plan = plan_training_step(case.spec, case.options, TrainOptions(**case.training_arguments), config)
-    return {"components": dict(plan.components), "phases": dict(plan.phases), "peak_bytes": plan.peak_bytes}
-
-
-def off(planned, measured):
-    """planned / measured - 1, or None where either is missing."""
-    return None if planned is None or not measured else planned / measured - 1
-
-
-def step_columns(planned: dict, reply: dict | None) -> dict:
-    """`train_step`: planned and measured per component, per phase and at the step's peak (None where
-    not measured or not isolated), each with planned / measured - 1."""
-    measured = isolated_components(reply["phases"]) if reply else {}
-    components = {}
-    for name, plan_names in COMPONENT_PLAN.items():
-        value = sum(planned["components"].get(key, 0) for key in plan_names)
-        components[name] = {
-            "planned_bytes": value, "measured_bytes": measured.get(name), "off": off(value, measured.get(name)),
-            "plan_components": list(plan_names),
-        }
-    for name, reason in NOT_ISOLATED.items():
-        components[name] = {
-            "planned_bytes": planned["components"].get(name), "measured_bytes": None, "off": None, "reason": reason,
-        }
-    phases = {}
-    for phase in PHASES:
-        reading = (reply or {}).get("phases", {}).get(phase)
-        value = planned["phases"].get(phase)
-        phases[phase] = {
-            "planned_peak_bytes": value,
-            "measured_peak_bytes": reading and reading["peak_bytes"],
-            "off": off(value, reading and reading["peak_bytes"]),
-        }
-    peak = reply["step_peak_bytes"] if reply else None
-    planned_peak = planned["peak_bytes"]
-    return {
-        "planned": planned,
-        "components": components,
-        "phases": phases,
-        "peak": {"planned_bytes": planned_peak, "measured_bytes": peak, "off": off(planned_peak, peak)},
-    }
 
 
 def peer_columns(case, config, measured_peak) -> dict:
-    """The peers' training estimates for the case, each with its percent off the measured step peak."""
+    """The peers' training estimates for the case, each with its percent off the measured step peak
+    (the second step's)."""
     from policyload import estimators
 
     peers = estimators.training_step_estimates(case.spec, case.options, case.training_arguments, config)
@@ -108,7 +48,7 @@ def test_train_step(benchmark, train_case, fresh_process_server):
     folder = checkpoint_folder(train_case.checkpoint)
     config = AutoConfig.from_pretrained(folder)
     on_device = Topology.detect().accelerator == "cuda"
-    planned = planned_step(train_case, config)
+    planned = planned_step(train_case, config, "cuda" if on_device else "cpu")
     request = {
         "spec": dataclasses.asdict(spec), "options": dataclasses.asdict(options),
         "train": train_case.training_arguments,
@@ -126,6 +66,7 @@ def test_train_step(benchmark, train_case, fresh_process_server):
     # One step in one fresh process: a second would be a warm process's, and the record is the first step's.
     benchmark.pedantic(one_step, rounds=1, warmup_rounds=0)
     reply = replies[-1]
+    steady_peak = reply["train_steps"][-1]["step_peak_bytes"]
     checkpoint_bytes = checkpoint_layout(folder)[0]
     measurable = on_device or checkpoint_bytes >= MEASURABLE_MIN_BYTES
     source = reply["train_source"] if measurable else not_measurable(checkpoint_bytes)
@@ -149,16 +90,17 @@ def test_train_step(benchmark, train_case, fresh_process_server):
             "marks": [item["name"] for item in reply["train_marks"]],
             "batch_shape": reply["train_batch_shape"],
             "memory_source": source,
-            "train_step": step_columns(planned, reply if measurable else None),
-            "peers": peer_columns(train_case, config, reply["step_peak_bytes"] if measurable else None),
+            "train_step": step_columns(planned, reply["train_steps"] if measurable else None),
+            "peers": peer_columns(train_case, config, steady_peak if measurable else None),
             "host_peak_bytes": reply["train_host_peak_bytes"] if measurable and not on_device else None,
-            "raw": {key: value for key, value in reply.items() if key not in ("phases",)},
+            # The child's whole reply: the readings at every mark, from which `train_step` was computed
+            # (tests/test_train_step.py re-plans recorded runs against them).
+            "reply": reply,
         }
     )
-    # The step ran as the case says: one optimizer step, every phase hooked, the batch padded to max_length.
-    expected = [f"{phase}:{end}" for phase in PHASES for end in ("begin", "end")]
-    if options.precompute_ref_log_probs:
-        expected = [mark for mark in expected if not mark.startswith("reference_forward")]
+    # The steps ran as the case says: every phase hooked in each, the batch padded to max_length.
+    phases = [phase for phase in PHASES if not (options.precompute_ref_log_probs and phase == "reference_forward")]
     # TRL 1.16 runs the policy forward first (dpo_trainer.py:1299, then 1327-1338).
+    expected = [f"{step}/{phase}:{end}" for step in range(1, STEPS + 1) for phase in phases for end in ("begin", "end")]
     assert [item["name"] for item in reply["train_marks"]] == expected
     assert reply["train_batch_shape"] == [2 * train_case.batch_size, train_case.max_length]

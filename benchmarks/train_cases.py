@@ -72,11 +72,13 @@ class TrainCase:
     @property
     def training_arguments(self) -> dict:
         """The `DPOConfig` fields of the case (the plan's `TrainOptions` carries the same names):
-        DPOConfig's own `bf16=True` (autocast) and the optimizer left at their defaults."""
+        `bf16=True` is DPOConfig's own default (autocast), said here because `build_dpo_trainer`'s
+        own is the load bill's False; the optimizer is left at the Trainer's default."""
         return {
             "per_device_train_batch_size": self.batch_size,
             "max_length": self.max_length,
             "gradient_checkpointing": self.gradient_checkpointing,
+            "bf16": True,
         }
 
 

@@ -1,9 +1,11 @@
-"""The first DPO training step, measured: TRL's own `DPOTrainer` runs one real optimizer step in a
+"""The first DPO training steps, measured: TRL's own `DPOTrainer` runs real optimizer steps in a
 fresh process, and the allocator's record of live tensor bytes is read per phase.
 
 Run in a child forked by `FreshProcessServer` (request `{"train": {...}}`). The trainer is built as
 the recipe builds it (`policyload.plan.trainer.build_dpo_trainer`, with the case's `TrainOptions`
-as `DPOConfig` fields and `max_steps=1`), then `trainer.train()` runs one step.
+as `DPOConfig` fields and `max_steps=STEPS`), then `trainer.train()` runs `STEPS` (2) optimizer
+steps of one batch each: the first isolates the components (AdamW's state is created in its
+`optimizer.step()`), the second is a step that starts with that state, the step the plan describes.
 
 Where the phases are hooked (TRL 1.16 `trainer/dpo_trainer.py` `_compute_loss`, transformers 5.24
 `trainer.py` `_inner_training_loop` / `training_step`), each boundary a mark, only between the
@@ -44,6 +46,10 @@ import os
 import shutil
 import tempfile
 
+#: Optimizer steps run: the first (AdamW's state is created in its `optimizer.step()`, so it isolates
+#: the state) and the second (a step that starts with the state: the step the plan describes,
+#: `policyload.plan.step`, and every later step of the same shapes).
+STEPS = 2
 #: The phases of one DPO step, in the order TRL 1.16 runs them.
 PHASES = ("policy_forward", "reference_forward", "backward", "optimizer_step")
 #: Words of the preference rows (`preference_rows`): each is one token of `plan.trainer.word_tokenizer`.
@@ -84,13 +90,15 @@ class PhaseMarks:
     def __init__(self, cuda: bool):
         self.cuda = cuda
         self.names: list[str] = []
+        #: The Trainer's step being run (1, 2, ...): mark names are "<step>/<phase>:<begin|end>".
+        self.step = 0
         self.readings: list[dict] = []  # CUDA: {"live", "peak_since_previous"}
         self.shapes: list[list[int]] = []
 
     def mark(self, name: str) -> None:
         import torch
 
-        self.names.append(name)
+        self.names.append(f"{self.step}/{name}")
         if self.cuda:
             torch.cuda.synchronize()
             self.readings.append(
@@ -98,7 +106,7 @@ class PhaseMarks:
             )
             torch.cuda.reset_peak_memory_stats()
         else:
-            with torch.profiler.record_function(self.PREFIX + name):
+            with torch.profiler.record_function(self.PREFIX + self.names[-1]):
                 pass
 
     def readout_cuda(self) -> list[dict]:
@@ -131,6 +139,12 @@ class PhaseMarks:
         if [item["name"] for item in result] != self.names:
             raise RuntimeError(f"profiler trace has marks {[i['name'] for i in result]}, expected {self.names}")
         return result
+
+
+def marks_of_step(marks: list[dict], step: int) -> list[dict]:
+    """The marks of the Trainer's step `step` (1-based), their names without the step."""
+    prefix = f"{step}/"
+    return [{**item, "name": item["name"].removeprefix(prefix)} for item in marks if item["name"].startswith(prefix)]
 
 
 def phase_readings(marks: list[dict], offset: int = 0) -> dict:
@@ -214,6 +228,7 @@ def _hook_phases(trainer, marks: PhaseMarks) -> None:
 
     class Marks(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
+            marks.step += 1
             in_step[0] = True
 
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
@@ -247,8 +262,8 @@ def stdout_to_stderr():
 
 
 def measure_train_step_in_this_process(request: dict) -> dict:
-    """Build the trainer of `request` (`spec`, `options`, `train`: DPOConfig fields), run one step,
-    return the marks' readings and the host figures (module docstring)."""
+    """Build the trainer of `request` (`spec`, `options`, `train`: DPOConfig fields), run `STEPS`
+    optimizer steps, return the marks' readings per step and the host figures (module docstring)."""
     with stdout_to_stderr():
         return _measure_train_step(request)
 
@@ -266,7 +281,8 @@ def _measure_train_step(request: dict) -> dict:
     spec = LoadSpec(**request["spec"])
     options = DPOOptions(**request["options"])
     train = dict(request["train"])
-    rows = preference_rows(train["per_device_train_batch_size"], train["max_length"])
+    # STEPS steps of one batch each: the rows of STEPS batches.
+    rows = preference_rows(STEPS * train["per_device_train_batch_size"], train["max_length"])
     cuda = torch.cuda.is_available()
     if not cuda:
         # transformers 5 loads weights on a thread pool (core_model_loading.py:1866-1873), and the
@@ -286,7 +302,7 @@ def _measure_train_step(request: dict) -> dict:
         with profile:
             trainer = build_dpo_trainer(
                 spec, options, rows, output_dir,
-                max_steps=1, logging_strategy="no", save_strategy="no", disable_tqdm=True, **train,
+                max_steps=STEPS, logging_strategy="no", save_strategy="no", disable_tqdm=True, **train,
             )
             mapped = 0
             if not cuda:
@@ -307,7 +323,7 @@ def _measure_train_step(request: dict) -> dict:
             "train_host_vmhwm_bytes": peak_rss_bytes(),
             "train_device": "cuda" if cuda else "cpu",
             "train_trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-            **phase_readings(readings, mapped),
+            "train_steps": [phase_readings(marks_of_step(readings, step), mapped) for step in range(1, STEPS + 1)],
         }
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
