@@ -17,7 +17,8 @@ with `precompute_ref_log_probs`, FSDP included.
 The modules, one job each: `options` holds `DPOOptions` and its validation, `loads` the plan
 (`plan_dpo_loads`, `Load`, `DPOPlan`), `adapter` the LoRA adapter (targets, dtype, parameters),
 `bill` the bytes of each load and the load peak, `trainer` the DPOTrainer the recipe builds
-(shared by the conformance test and the DPO bill benchmark), `cli` the command line
+(shared by the conformance test and the DPO bill benchmark), `step` one training step's plan
+(`plan_training_step`, `TrainOptions`, `StepPlan`), `cli` the command line
 (`python -m policyload.plan`). The names below are re-exported so that
 `from policyload.plan import ...` keeps working. Importing the package imports neither torch nor
 transformers; the functions that need them import them when called.
@@ -28,8 +29,16 @@ from .bill import bill
 from .cli import main, parse_bytes
 from .loads import ROLES, SOURCES, DPOPlan, FromPolicy, Load, plan_dpo_loads
 from .options import DISTRIBUTED_TYPES, TRL_RELEASE, ZERO_STAGES, DPOOptions
+from .step import ATTENTION, COMPONENTS, OPTIMIZERS, PHASES, StepPlan, TrainOptions, plan_training_step
 
 __all__ = [
+    "ATTENTION",
+    "COMPONENTS",
+    "OPTIMIZERS",
+    "PHASES",
+    "StepPlan",
+    "TrainOptions",
+    "plan_training_step",
     "DISTRIBUTED_TYPES",
     "PEFT_DEFAULT_TARGETS",
     "ROLES",
