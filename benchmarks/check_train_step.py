@@ -16,15 +16,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from policyload.measure.train_step import PHASES, isolated_components
+from policyload.measure.train_step import PHASES, STEPS, isolated_components
 from policyload.report import parse_percent
 from policyload.report.runs import load_run
 from policyload.report.tables import format_bytes
 
 from .check_memory import verdict
 
-#: The marks every hooked step has (the reference forward's are absent when precomputed).
-REQUIRED_MARKS = ("policy_forward:begin", "backward:end", "optimizer_step:end")
+#: The marks every hooked step has (the reference forward's are absent when precomputed), per step.
+REQUIRED_MARKS = tuple(
+    f"{step}/{mark}" for step in range(1, STEPS + 1)
+    for mark in ("policy_forward:begin", "backward:end", "optimizer_step:begin", "optimizer_step:end")
+)
 
 
 #: Measured components (`isolated_components`) -> the plan's components they are held to.

@@ -289,6 +289,9 @@ def _measure_train_step(request: dict) -> dict:
         # profiler records allocations of the threads it runs on only: the weights would be missing
         # from the record. Sequential loading (transformers' own switch) allocates the same tensors.
         os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
+        # bf16 autocast on CPU: TrainingArguments refuses bf16 without a GPU unless `use_cpu` is set
+        # (transformers 5.24 training_args.py, "Your setup doesn't support bf16/gpu").
+        train["use_cpu"] = True
     marks = PhaseMarks(cuda)
     output_dir = tempfile.mkdtemp(prefix="policyload-train-")
     try:
