@@ -1,7 +1,7 @@
 """Hold the training-step planner to the measured first step: the planned step peak within 5% of
 the allocator's measured peak, and each component the phases isolate within 10%.
 
-    python -m benchmarks.check_train_step out/bench-realsize-cpu.json [--peak 5%] [--component 10%]
+    python -m benchmarks.check_train_step out/bench-realsize-cpu.json [--peak 5%] [--component 10%] [--replan]
 
 Reads the training cases of a benchmark JSON (benchmarks/test_train.py). A case whose memory is not
 measurable (tiny checkpoints on CPU) is listed and not judged. Exits 1 when a measured case's peak
@@ -102,6 +102,55 @@ def step_columns(planned: dict, steps: list[dict] | None) -> dict:
     }
 
 
+def peer_columns(case, config, measured_peak) -> dict:
+    """The peers' training estimates for the case, each with its percent off the measured step peak
+    (the second step's)."""
+    from policyload import estimators
+
+    peers = estimators.training_step_estimates(case.spec, case.options, case.training_arguments, config)
+    return {name: {"estimate_bytes": value, "off": off(value, measured_peak)} for name, value in peers.items()}
+
+
+def case_of(extra: dict):
+    """The `TrainCase` a recorded benchmark ran, from its extra_info, and the config of its checkpoint
+    (tiny: the built-in config; real-size: the shape's config; the weights are not needed)."""
+    from benchmarks.matrix import Checkpoint
+    from benchmarks.train_cases import TrainCase
+    from fixtures.checkpoints import TINY_CONFIGS, make_config
+    from fixtures.realsize import realsize_config
+
+    token, kind = extra["checkpoint"], extra["checkpoint_kind"]
+    if kind == "realsize":
+        config = realsize_config(token)
+    elif kind == "tiny":
+        config_class, fields = TINY_CONFIGS[token]
+        config = make_config(config_class, **fields)
+    else:
+        raise ValueError(f"checkpoint_kind={kind!r} is not accepted for re-planning; accepted: 'tiny', 'realsize'")
+    args = extra["training_arguments"]
+    case = TrainCase(
+        Checkpoint(token, token, kind), extra["train_setup"], dtype=extra["dtype"],
+        attn_implementation=extra["attn_implementation"], gradient_checkpointing=args["gradient_checkpointing"],
+        batch_size=args["per_device_train_batch_size"], max_length=args["max_length"],
+    )
+    if case.id != extra["case_id"]:
+        raise ValueError(f"case_id={extra['case_id']!r}: rebuilt as {case.id!r} from its extra_info")
+    return case, config
+
+
+def replan(run) -> None:
+    """Recompute the planned columns of `run`'s training cases (and the peers') with today's planner,
+    against the readings the run recorded (`extra_info["reply"]`): the measurement is the run's, the
+    plan is the code's, so a planner change is judged without re-running real-size steps."""
+    for extra in run.train:
+        case, config = case_of(extra)
+        planned = planned_step(case, config, extra["device"])
+        measured = extra["train_step"]["peak"]["measured_bytes"] is not None
+        steps = extra["reply"]["train_steps"] if measured else None
+        extra["train_step"] = step_columns(planned, steps)
+        extra["peers"] = peer_columns(case, config, steps[-1]["step_peak_bytes"] if measured else None)
+
+
 def judge(run, peak_tolerance: float, component_tolerance: float) -> tuple[list[str], list[str], int]:
     """(lines to print, problems, cases checked) of `run` against the tolerances (fractions)."""
     lines, problems, checked = [], [], 0
@@ -146,8 +195,14 @@ def main(argv=None) -> int:
     parser.add_argument("json")
     parser.add_argument("--peak", default="5%", help="tolerance of the planned step peak (default 5%%)")
     parser.add_argument("--component", default="10%", help="tolerance of each isolated component (default 10%%)")
+    parser.add_argument(
+        "--replan", action="store_true",
+        help="judge today's planner against the recorded readings, not the plan the run recorded",
+    )
     args = parser.parse_args(argv)
     run = load_run(args.json)
+    if args.replan:
+        replan(run)
     lines, problems, checked = judge(run, parse_percent(args.peak), parse_percent(args.component))
     for line in lines:
         print(line)

@@ -18,21 +18,10 @@ import dataclasses
 
 import pytest
 
-from benchmarks.check_train_step import off, planned_step, step_columns
+from benchmarks.check_train_step import peer_columns, planned_step, step_columns
 from benchmarks.test_load import MEASURABLE_MIN_BYTES, checkpoint_folder, not_measurable
 from policyload.measure.train_step import PHASES, STEPS
 from policyload.memory_model import checkpoint_layout
-
-
-def peer_columns(case, config, measured_peak) -> dict:
-    """The peers' training estimates for the case, each with its percent off the measured step peak
-    (the second step's)."""
-    from policyload import estimators
-
-    peers = estimators.training_step_estimates(case.spec, case.options, case.training_arguments, config)
-    return {
-        name: {"estimate_bytes": value, "off": off(value, measured_peak)} for name, value in peers.items()
-    }
 
 
 def test_train_step(benchmark, train_case, fresh_process_server):
