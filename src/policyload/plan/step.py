@@ -234,7 +234,9 @@ def _dtypes(load: str, train: TrainOptions) -> tuple[int, int]:
     return compute, max(param, compute)
 
 
-def layer_saved_bytes_per_token(shape: Shape, compute: int, residual: int, attention: str) -> int:
+def layer_saved_bytes_per_token(
+    shape: Shape, compute: int, residual: int, attention: str, frozen_base: bool = False
+) -> int:
     """Bytes one decoder layer saves for backward per token (transformers 5.24 `modeling_llama.py` /
     `modeling_qwen2.py`, dropout 0: DPOConfig `disable_dropout=True`).
 
@@ -243,28 +245,67 @@ def layer_saved_bytes_per_token(shape: Shape, compute: int, residual: int, atten
     dtype (r h; the fp32 product itself when r = 4), one fp32 rsqrt. The projections save their
     input: once when no cast (q/k/v share it, gate/up share it), a cast copy per linear under
     autocast with a wider residual (autocast caches casts of leaf weights only). SDPA saves q, k, v
-    in the compute dtype (k, v unrepeated: `enable_gqa`), its output and an fp32 logsumexp per head;
-    `o_proj` saves the contiguous transpose of that output. SwiGLU saves the gate (SiLU's input),
-    SiLU's output and up (the product's operands), and the product (down's input): 4 c i.
-    Eager attention instead saves q, repeated k and v (c q each), the fp32 softmax and its cast to
-    the compute dtype (heads x length per token, the s^2 term, added by `attention_scores_bytes`).
+    in the compute dtype (k, v unrepeated: `enable_gqa`), its output and an fp32 logsumexp per head
+    (`o_proj`'s input is that output's storage: the kernels lay it out [rows, length, heads, dim]).
+    SwiGLU saves the gate (SiLU's input), SiLU's output and up (the product's operands), and the
+    product (down's input): 4 c i.
+    Eager attention instead saves q, repeated k and v (c q each), `o_proj`'s contiguous input (c q),
+    the fp32 softmax and its cast to the compute dtype (heads x length per token, the s^2 term,
+    added by `attention_scores_bytes`).
+    With a frozen base (PEFT) no linear saves its input and no norm its normalized value (their
+    weights need no gradient); what the adapter saves is `lora_saved_bytes_per_token`'s.
     """
     h, i = shape.hidden, shape.intermediate
     q = shape.heads * shape.head_dim
     kv = shape.kv_heads * shape.head_dim
     cast = compute != residual
-    norm = 4 * h + residual * h + 4
-    if residual == 4:
-        norm = 4 * h + 4 * h + 4  # the fp32 input is the layer input itself; the product is saved
+    # fp32 input (the layer input itself when r = 4), rsqrt, the normalized value (the fp32 product when r = 4)
+    norm = 4 * h + 4 + (0 if frozen_base else residual * h)
     qkv_in = 3 * compute * h if cast else residual * h
     mlp_in = 2 * compute * h if cast else residual * h
+    down_in = compute * i
+    if frozen_base:
+        qkv_in = mlp_in = down_in = 0
     if attention == "eager":
-        attn = 3 * compute * q  # q, repeat_kv(k), repeat_kv(v)
+        # q, repeat_kv(k), repeat_kv(v), and o_proj's input: the contiguous copy of the transposed output
+        attn = 3 * compute * q + (0 if frozen_base else compute * q)
     else:
-        attn = compute * (q + 2 * kv) + compute * q + 4 * shape.heads  # q, k, v, output, logsumexp
-    o_in = compute * q
-    mlp = 4 * compute * i
-    return 2 * norm + qkv_in + mlp_in + attn + o_in + mlp
+        # q, k, v, output, fp32 logsumexp; the output is laid out [rows, length, heads, dim], so the
+        # transpose(1, 2).contiguous() o_proj saves is the same storage
+        attn = compute * (q + 2 * kv) + compute * q + 4 * shape.heads
+    mlp = 3 * compute * i + down_in  # gate (SiLU's input), SiLU's output, up; the product (down's input)
+    return 2 * norm + qkv_in + mlp_in + attn + mlp
+
+
+def lora_saved_bytes_per_token(
+    targets: dict, r: int, adapter_bytes: int, compute: int, autocast: bool, device: str = "cuda"
+) -> int:
+    """What one decoder layer's LoRA adapters save per token (peft 0.21.2 `tuners/lora/layer.py`
+    `Linear.forward`: `lora_B(lora_A(dropout(x))) * scaling`, x first cast to the adapter's dtype):
+    the dropout's mask, lora_A's input (the dropout output; its compute-dtype cast under autocast)
+    and lora_B's input (r values). The mask is boolean from CUDA's fused dropout kernel and a scaled
+    noise tensor in x's dtype elsewhere (ATen `dropout`: `is_fused_kernel_acceptable` needs CUDA).
+    `targets` are one layer's {name: (in, out)}. Per layer, not per token: under autocast over a
+    wider adapter, lora_A and lora_B save compute-dtype copies of their weights
+    (`lora_weight_casts_bytes`)."""
+    mask = 1 if device == "cuda" else adapter_bytes
+    lora_in = compute if autocast else adapter_bytes
+    return sum(fan_in * (mask + lora_in) + r * lora_in for fan_in, _ in targets.values())
+
+
+def lora_weight_casts_bytes(targets: dict, r: int, adapter_bytes: int, compute: int, autocast: bool) -> int:
+    """One layer's LoRA weights in the compute dtype, saved (and cached) under autocast."""
+    if not autocast or compute >= adapter_bytes:
+        return 0
+    return sum(compute * r * (fan_in + fan_out) for fan_in, fan_out in targets.values())
+
+
+def weight_casts_bytes(shape: Shape, compute: int) -> int:
+    """One layer's linear weights in the compute dtype: q, k, v, o, gate, up, down."""
+    q = shape.heads * shape.head_dim
+    kv = shape.kv_heads * shape.head_dim
+    h = shape.hidden
+    return compute * (2 * h * q + 2 * h * kv + 3 * h * shape.intermediate)
 
 
 def attention_scores_bytes(shape: Shape, rows: int, length: int, compute: int) -> int:
@@ -297,37 +338,88 @@ def plan_training_step(
     tokens = rows * length
     scored = rows * (length - 1)
 
-    trainable = _trainable(spec, options, config, dtype)
-    gradients = sum(numel * size for numel, size in trainable)
+    trainable, layer_parameters, lora_layer_targets = _trainable(spec, options, config, dtype)
+    gradients = sum(numel * size for numel, size, _ in trainable)
     optimizer_state = _optimizer_state(train.optim, trainable)
+    full_finetune = not options.use_peft
+    h = shape.hidden
 
-    per_layer = layer_saved_bytes_per_token(shape, compute, residual, attention) * tokens
+    # Autocast over wider weights: each linear saves a compute-dtype copy of its weight; the copies of
+    # weights that require grad are also held in autocast's cache until the forward returns.
+    casts = weight_casts_bytes(shape, compute) if compute < dtype.itemsize and spec.quantization == "none" else 0
+    per_layer = layer_saved_bytes_per_token(shape, compute, residual, attention, options.use_peft) * tokens + casts
     if attention == "eager":
         per_layer += attention_scores_bytes(shape, rows, length, compute)
-    layer_input = residual * shape.hidden * tokens
-    final_norm = (4 * shape.hidden + (residual if residual != 4 else 4) * shape.hidden + 4) * tokens
-    head_saved = residual * shape.hidden * scored + 2 * 4 * scored  # hidden slice copy, log_z, entropy
-    if train.gradient_checkpointing:
-        activations = shape.layers * layer_input + final_norm + head_saved
-    else:
-        activations = shape.layers * per_layer + final_norm + head_saved
+    if options.use_peft:
+        adapter_bytes = trainable[0][1]
+        per_layer += tokens * lora_saved_bytes_per_token(
+            lora_layer_targets, options.lora_r, adapter_bytes, compute, train.bf16 or train.fp16, train.device
+        )
+        per_layer += lora_weight_casts_bytes(
+            lora_layer_targets, options.lora_r, adapter_bytes, compute, train.bf16 or train.fp16
+        )
+    layer_input = residual * h * tokens
+    # cos and sin of the rotary embedding, computed once per forward in the load dtype, saved by every layer
+    rotary = 2 * length * shape.head_dim * dtype.itemsize
+    final_norm = (4 * h + residual * h + 4) * tokens
+    head_hidden = residual * h * scored  # `last_hidden_state[:, :-1]` flattened (a copy), saved by the head
+    head_saved = head_hidden + 2 * 4 * scored  # and its fp32 log_z and entropy
+    saved_by_layers = shape.layers * (layer_input if train.gradient_checkpointing else per_layer)
+    activations = saved_by_layers + rotary + final_norm + head_saved
 
-    tile = min(scored, TOKEN_CHUNK) * min(shape.vocab, VOCAB_CHUNK) * compute
-    head_weight_trainable = not options.use_peft
-    logits = tile + 4 * shape.hidden * scored + (4 * shape.vocab * shape.hidden if head_weight_trainable else 0)
+    weight_bytes = dtype.itemsize
+    head_forward, head_backward = fused_head_bytes(
+        shape, scored, compute, residual, weight_bytes, train.device, weight_trainable=full_finetune
+    )
+    reference_head_forward, _ = fused_head_bytes(
+        shape, scored, compute, residual, weight_bytes, train.device, weight_trainable=False,
+        metrics=options.use_peft,  # the PEFT reference is the policy, patched with every output
+    )
+    layer_working = layer_working_bytes(shape, tokens, compute, residual)
+    last_hidden = residual * h * tokens  # the backbone's output, alive until the patched forward returns
 
     has_reference_forward = not options.precompute_ref_log_probs
-    reference_forward = (per_layer + tile + residual * shape.hidden * scored) if has_reference_forward else 0
+    reference_forward = 0
+    if has_reference_forward:
+        # A separate reference's weights require grad too, so its layers' casts all sit in autocast's
+        # cache until its forward returns; the PEFT reference's frozen weights are cast one at a time.
+        cached = shape.layers * casts if load_bill["reference_bytes"] else casts
+        reference_forward = cached + max(layer_working, last_hidden + head_hidden + reference_head_forward)
+
+    # Policy forward: with checkpointing one layer's working set at a time, and a full fine-tune's
+    # weight casts all in autocast's cache until the forward returns; then the head.
+    forward_transient = max(layer_working if train.gradient_checkpointing else 0, last_hidden + head_forward)
+    if train.gradient_checkpointing and full_finetune:
+        forward_transient += shape.layers * casts
+    if attention == "eager":
+        forward_transient += rows * length * length * dtype.itemsize  # the additive causal mask
+
+    # Backward: the head first (all activations live), then the layers top down, each freeing its
+    # saved set (recomputed first under checkpointing) while its parameters' gradients appear; the
+    # live set is linear in the layers done, so its largest is at the first or the last layer.
+    head_gradient = shape.vocab * h * weight_bytes if full_finetune else 0
+    layer_gradient = layer_parameters * weight_bytes if full_finetune else 0
+    remaining = saved_by_layers + rotary
+    if train.gradient_checkpointing:
+        first = remaining + per_layer
+        last = layer_input + rotary + per_layer
+    else:
+        first = remaining
+        last = per_layer + rotary
+    backward = max(
+        activations + head_backward,
+        first + head_gradient + layer_working,
+        last + head_gradient + (shape.layers - 1) * layer_gradient + layer_working,
+        gradients + (shape.vocab * h * weight_bytes if full_finetune else 0),  # the embedding's own gradient
+    )
 
     resident = load_bill["policy_bytes"] + load_bill["reference_bytes"] + load_bill["adapter_bytes"]
     base = resident + optimizer_state
-    recompute = per_layer if train.gradient_checkpointing else 0
-    optimizer_transient = gradients if train.optim == "adamw_torch" and train.device == "cuda" else 0
     phases = {
         "reference_forward": base + activations + reference_forward if has_reference_forward else 0,
-        "policy_forward": base + activations + (per_layer if train.gradient_checkpointing else 0),
-        "backward": base + max(activations + logits, gradients + recompute),
-        "optimizer_step": base + gradients + optimizer_transient,
+        "policy_forward": base + activations + forward_transient,
+        "backward": base + backward,
+        "optimizer_step": base + gradients + _optimizer_transient(train, trainable),
     }
     components = {
         "policy": load_bill["policy_bytes"],
@@ -336,44 +428,114 @@ def plan_training_step(
         "gradients": gradients,
         "optimizer_state": optimizer_state,
         "activations": activations,
-        "logits": logits,
+        "logits": head_backward,
         "reference_forward": reference_forward,
     }
     return StepPlan(components, phases, max(phases.values()), load_bill["peak_bytes"])
 
 
-def _trainable(spec: LoadSpec, options: DPOOptions, config, dtype) -> list[tuple[int, int]]:
-    """(elements, bytes per element) of each trainable parameter tensor: the adapter's under PEFT
-    (lora_A and lora_B per targeted linear), else every parameter of the policy (tied ones once)."""
+def fused_head_bytes(
+    shape: Shape,
+    scored: int,
+    compute: int,
+    residual: int,
+    weight_bytes: int,
+    device: str,
+    weight_trainable: bool,
+    metrics: bool = True,
+) -> tuple[int, int]:
+    """(forward, backward) working bytes of TRL 1.16's fused LM head over `scored` positions
+    (`kernels/chunked_logprob.py` `ChunkedLogProbFunction`).
+
+    Both passes allocate the tile buffer `[min(N, 4096), 32768]` in the compute dtype (32768 columns
+    whatever the vocabulary), cast the hidden chunk and each weight chunk to the compute dtype where
+    they differ. The forward keeps seven fp32 per-token accumulators. The backward allocates the fp32
+    gradient of the hidden states and, for a trainable head, the fp32 `[vocab, h]` weight gradient.
+    On CUDA the tiles are folded in place by Triton; elsewhere `_forward_tile` holds three fp32
+    tile-sized temporaries at once (z, z - max, exp) plus the `before_target` mask when `is_top1` is
+    computed (the policy's metrics), and `_backward_tile` seven (y, z, log_p, p, grad, the target
+    indicator's difference and product) plus the boolean target indicator.
+    """
+    rows = min(scored, TOKEN_CHUNK)
+    columns = min(shape.vocab, VOCAB_CHUNK)
+    buffer = rows * VOCAB_CHUNK * compute
+    casts = (rows * shape.hidden * compute if residual != compute else 0) + (
+        columns * shape.hidden * compute if weight_bytes != compute else 0
+    )
+    fp32_tile, bool_tile = rows * columns * 4, rows * columns
+    forward = buffer + casts + 7 * 4 * scored
+    backward = buffer + casts + 4 * scored * shape.hidden
+    if weight_trainable:
+        backward += 4 * shape.vocab * shape.hidden
+    if device != "cuda":
+        forward += 3 * fp32_tile + (bool_tile if metrics else 0)
+        backward += 7 * fp32_tile + bool_tile
+    return forward, backward
+
+
+def layer_working_bytes(shape: Shape, tokens: int, compute: int, residual: int) -> int:
+    """One decoder layer's working set beyond what it saves, approximated by its MLP's: the residual
+    and the normalized input (r h each), gate's activation, up and their product (3 c i), per token.
+    Used for a no-grad or checkpointed layer and for a layer's backward (the gradients of the same
+    tensors)."""
+    return tokens * (2 * residual * shape.hidden + 3 * compute * shape.intermediate)
+
+
+def _optimizer_transient(train: TrainOptions, trainable: list) -> int:
+    """Fused AdamW and bitsandbytes' 8-bit kernels update in place. `adamw_torch` on CUDA takes the
+    foreach path (`_multi_tensor_adamw`: `torch._foreach_sqrt(exp_avg_sqs)`, one copy of the state's
+    second moment), on CPU the single-tensor path (one denominator the size of a parameter)."""
+    if train.optim != "adamw_torch":
+        return 0
+    if train.device == "cuda":
+        return sum(numel * size for numel, size, _ in trainable)
+    return max(numel * size for numel, size, _ in trainable)
+
+
+def _trainable(spec: LoadSpec, options: DPOOptions, config, dtype):
+    """(elements, bytes per element, is an embedding's) of each trainable parameter tensor: the
+    adapter's under PEFT (lora_A and lora_B per targeted linear), else every parameter of the policy
+    (tied ones once);
+    the parameters of one decoder layer; the LoRA targets of one decoder layer ({} without PEFT)."""
     import torch
 
     from ..memory_model import meta_model
     from .adapter import lora_targets, plan_adapter
 
     model = meta_model(config, dtype)
-    if options.use_peft:
-        adapter = plan_adapter(spec, options)
-        size = (dtype if adapter.dtype is None else getattr(torch, adapter.dtype)).itemsize
-        tensors = []
-        for fan_in, fan_out in lora_targets(model, adapter.target_modules).values():
-            tensors += [(adapter.r * fan_in, size), (adapter.r * fan_out, size)]
-        return tensors
-    return [(p.numel(), p.element_size()) for p in model.parameters()]
+    layers = model.get_decoder().layers
+    layer_parameters = sum(p.numel() for p in layers[0].parameters())
+    if not options.use_peft:
+        embeddings = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+        tensors = [(p.numel(), p.element_size(), id(p) in embeddings) for p in model.parameters()]
+        return tensors, layer_parameters, {}
+    adapter = plan_adapter(spec, options)
+    size = (dtype if adapter.dtype is None else getattr(torch, adapter.dtype)).itemsize
+    targets = lora_targets(model, adapter.target_modules)
+    tensors = []
+    for fan_in, fan_out in targets.values():
+        tensors += [(adapter.r * fan_in, size, False), (adapter.r * fan_out, size, False)]
+    prefix = next(name for name, module in model.named_modules() if module is layers[0]) + "."
+    first_layer = {name: shape for name, shape in targets.items() if name.startswith(prefix)}
+    return tensors, layer_parameters, first_layer
 
 
-def _optimizer_state(optim: str, trainable: list[tuple[int, int]]) -> int:
+def _optimizer_state(optim: str, trainable: list) -> int:
+    """AdamW: two moments in the parameter's dtype and a 4-byte step per tensor. 8-bit AdamW
+    (bitsandbytes `Optimizer2State.init_state`): uint8 moments with fp32 absmax per 256-element block,
+    fp32 moments below `min_8bit_size` elements and for embeddings (transformers 5.24 trainer.py:1328-1338
+    registers every `nn.Embedding` weight with `optim_bits=32`), and the two shared 256-entry quantile
+    maps."""
     if optim in ("adamw_torch_fused", "adamw_torch"):
-        return sum(2 * numel * size + 4 for numel, size in trainable)
+        return sum(2 * numel * size + 4 for numel, size, _ in trainable)
     total = 2 * QMAP_ENTRIES * 4
-    for numel, _ in trainable:
-        if numel < MIN_8BIT_SIZE:
+    for numel, _, embedding in trainable:
+        if numel < MIN_8BIT_SIZE or embedding:
             total += 2 * 4 * numel
         else:
             blocks = -(-numel // BLOCKSIZE_8BIT_OPTIM)
             total += 2 * numel + 2 * 4 * blocks
     return total
-
-
 def full_logits_bytes(shape: Shape, train: TrainOptions, dtype_bytes: int) -> int:
     """What the pre-fused-head releases kept (trl#3168): logits, log-softmax, their gradient."""
     return 3 * train.rows * train.max_length * shape.vocab * dtype_bytes
