@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 
-def meta_model(config, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """The causal LM for `config` on the meta device: layout and parameter count, no memory."""
+def meta_model(config, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False) -> nn.Module:
+    """The causal LM for `config` on the meta device: layout and parameter count, no memory. A config
+    naming its own code (`auto_map`) is built from that code only with `trust_remote_code=True`."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+        return AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
 
 
 def parameter_count(config) -> int:

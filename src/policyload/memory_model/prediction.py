@@ -87,7 +87,7 @@ def predict(spec: LoadSpec, config, checkpoint=None) -> Prediction:
     """
     quantization = quantization_token(spec)
     dtype = load_dtype(spec, config)
-    model = meta_model(config, dtype)
+    model = meta_model(config, dtype, spec.trust_remote_code)
     quantized = quantized_linears(model) if quantization != "none" else {}
     quantized_weights = {id(module.weight) for module in quantized.values()}
     weight_bytes = state_bytes = quantized_parameters = 0

@@ -49,7 +49,8 @@ def bill(plan: DPOPlan, config) -> dict[str, int]:
     adapter_bytes = 0
     if plan.adapter is not None:
         adapter_dtype = dtype if plan.adapter.dtype is None else getattr(torch, plan.adapter.dtype)
-        adapter_bytes = adapter_parameters(meta_model(config, dtype), plan.adapter) * adapter_dtype.itemsize
+        model = meta_model(config, dtype, plan.spec.trust_remote_code)
+        adapter_bytes = adapter_parameters(model, plan.adapter) * adapter_dtype.itemsize
     resident = policy.total_bytes + adapter_bytes
     peak = max(policy.device_peak_bytes, resident)
     reference_bytes = 0

@@ -1,9 +1,14 @@
-"""`python -m policyload.plan`: the bytes TRL's DPO recipe loads, from a config.json, before training.
+"""`python -m policyload.plan`: the bytes TRL's DPO recipe loads, and what its first training steps
+hold, from a config.json.
 
 Offline (`HF_HUB_OFFLINE=1` unless set) and on the meta device: no weights are read, so a planner
-can ask about an 8B checkpoint holding only its config. Exit codes: 0 the bill is printed (a table,
-or JSON with `--json`); 2 unusable input (argparse's usage line and one `error:` line on stderr,
-never a traceback), whether the command line, the options, the spec or the config refused it.
+can ask about an 8B checkpoint holding only its config. The load bill (`bill`) and one training
+step (`step.plan_training_step`, with DPOConfig 1.16's defaults unless told otherwise) are printed
+by component and by phase; "fits" is judged on the larger of the load peak and the step peak.
+Exit codes: 0 the plan is printed (a table, or JSON with `--json`); 2 unusable input (argparse's
+usage line and one `error:` line on stderr, never a traceback), whether the command line, the
+options, the spec or the config refused it. A config naming its own code (`auto_map`) is read only
+with `--trust-remote-code`: the checkpoint's code then runs, to build the meta-device model.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from ..topology import Topology
 from .bill import bill
 from .loads import DPOPlan, plan_dpo_loads
 from .options import DISTRIBUTED_TYPES, TRL_RELEASE, DPOOptions
+from .step import ATTENTION, COMPONENTS, OPTIMIZERS, PHASES, TrainOptions, plan_training_step
 
 _UNITS = {
     "": 1,
@@ -64,8 +70,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lora-target-modules", nargs="+", default=None, help="module names, or all-linear")
     parser.add_argument("--precompute-ref-log-probs", action="store_true")
     parser.add_argument("--distributed-type", default="NO", help=f"one of {DISTRIBUTED_TYPES}")
+    parser.add_argument("--attn", default=None, help=f"attention implementation: {ATTENTION[1:]} (default: sdpa)")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="read a config that names its own code (auto_map): the checkpoint's code runs to build the meta model",
+    )
+    train = parser.add_argument_group(f"training step (defaults: TRL {TRL_RELEASE} DPOConfig)")
+    defaults = TrainOptions()
+    train.add_argument("--batch-size", type=int, default=defaults.per_device_train_batch_size,
+                       help="per_device_train_batch_size (default %(default)s)")
+    train.add_argument("--max-length", type=int, default=defaults.max_length,
+                       help="max_length, planned as the padded length (default %(default)s)")
+    train.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction,
+                       default=defaults.gradient_checkpointing, help="(default: on)")
+    train.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=defaults.bf16,
+                       help="bf16 autocast over the load dtype (default: on unless --fp16)")
+    train.add_argument("--fp16", action="store_true", help="fp16 autocast (turns --bf16 off)")
+    train.add_argument("--optim", default=defaults.optim, help=f"one of {OPTIMIZERS} (default %(default)s)")
+    train.add_argument("--device", default=defaults.device, help="the training device, cuda or cpu (default cuda)")
     parser.add_argument("--device-memory", default=None, help="e.g. 80GiB, 80GB, 85899345920")
-    parser.add_argument("--json", action="store_true", help="print the bill as JSON")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     return parser
 
 
@@ -88,9 +113,22 @@ def main(argv: list[str] | None = None) -> int:
         targets = args.lora_target_modules
         if targets == ["all-linear"]:
             targets = "all-linear"
+        if args.attn is not None and args.attn not in ATTENTION:
+            raise ValueError(f"--attn={args.attn!r} is not accepted; accepted: {ATTENTION[1:]}")
+        train = TrainOptions(
+            per_device_train_batch_size=args.batch_size,
+            max_length=args.max_length,
+            gradient_checkpointing=args.gradient_checkpointing,
+            bf16=args.bf16 and not args.fp16,
+            fp16=args.fp16,
+            optim=args.optim,
+            device=args.device,
+        )
         spec = LoadSpec(
             str(config_file.parent),
             dtype=args.dtype,
+            attn_implementation=args.attn,
+            trust_remote_code=args.trust_remote_code,
             load_in_4bit=args.load_in_4bit,
             load_in_8bit=args.load_in_8bit,
             bnb_4bit_quant_type=args.bnb_4bit_quant_type,
@@ -104,29 +142,44 @@ def main(argv: list[str] | None = None) -> int:
             lora_alpha=args.lora_alpha,
             lora_target_modules=targets,
         )
-        # The bill is for a training process on an accelerator, whatever machine asks.
-        plan = plan_dpo_loads(spec, options, Topology("cuda"))
-        from transformers import AutoConfig
-
-        try:
-            config = AutoConfig.from_pretrained(str(config_file))
-        except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"{config_file}: not a readable config.json ({type(error).__name__}: {error})") from error
+        # The bill is for a training process on the training device (an accelerator unless told cpu).
+        plan = plan_dpo_loads(spec, options, Topology(None if train.device == "cpu" else train.device))
+        config = _read_config(config_file, args.trust_remote_code)
         result = bill(plan, config)
+        step = plan_training_step(spec, options, train, config, load_bill=result)
     except ValueError as error:
         parser.error(str(error))
-    result["fits"] = None if device_memory is None else result["peak_bytes"] <= device_memory
+    result.update(step.to_dict())
+    decisive = max(result["peak_bytes"], result["step_peak_bytes"])
+    result["fits"] = None if device_memory is None else decisive <= device_memory
     if device_memory is not None:
         result["device_memory_bytes"] = device_memory
-        result["margin_bytes"] = device_memory - result["peak_bytes"]
+        result["margin_bytes"] = device_memory - decisive
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(_table(plan, result))
+        print(_table(plan, result, step))
     return 0
 
 
-def _table(plan: DPOPlan, result: dict) -> str:
+def _read_config(config_file: Path, trust_remote_code: bool):
+    """The config, refusing one that names its own code unless trusted: transformers' own message
+    ("does not recognize this architecture") does not say that remote code is what is missing."""
+    from transformers import AutoConfig
+
+    auto_map = json.loads(config_file.read_text()).get("auto_map")
+    if auto_map and not trust_remote_code:
+        raise ValueError(
+            f"{config_file}: its architecture needs the checkpoint's own code (auto_map: {sorted(auto_map)}); "
+            "accepted: --trust-remote-code (that code then runs, to build the meta-device model)"
+        )
+    try:
+        return AutoConfig.from_pretrained(str(config_file.parent), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{config_file}: not a readable config.json ({type(error).__name__}: {error})") from error
+
+
+def _table(plan: DPOPlan, result: dict, step) -> str:
     gib = 2**30
     reference = plan.reference
     rows = [
@@ -141,10 +194,17 @@ def _table(plan: DPOPlan, result: dict) -> str:
         ("total", result["total_bytes"]),
         ("peak while loading", result["peak_bytes"]),
     ]
-    lines = [f"{'':<40} {'GiB':>9}"] + [f"{name:<40} {value / gib:>9.2f}" for name, value in rows]
+    lines = [f"{'loading':<40} {'GiB':>9}"] + [f"{name:<40} {value / gib:>9.2f}" for name, value in rows]
+    lines.append(f"{'training step, by component':<40} {'GiB':>9}")
+    lines += [f"  {name:<38} {result['components'][name] / gib:>9.2f}" for name in COMPONENTS]
+    lines.append(f"{'training step, live at each phase':<40} {'GiB':>9}")
+    lines += [f"  {name:<38} {result['phases'][name] / gib:>9.2f}" for name in PHASES]
+    lines.append(f"{'peak of the step':<40} {result['step_peak_bytes'] / gib:>9.2f}")
+    lines.append(f"  (phase {step.peak_phase}; largest component there: {step.deciding_component})")
     if result["fits"] is not None:
         verdict = "fits" if result["fits"] else "does NOT fit"
         lines.append(
             f"{verdict} in {result['device_memory_bytes'] / gib:.2f} GiB, margin {result['margin_bytes'] / gib:.2f} GiB"
+            " (the larger of the load peak and the step peak)"
         )
     return "\n".join(lines)

@@ -40,7 +40,7 @@ for backward the last hidden states (the positions scored) and two fp32 vectors;
 allocates the fp32 gradient of the hidden states `[N, h]` and, when the head's weight is trainable,
 an fp32 `[vocab, h]` weight gradient, cast to the weight's dtype at the end. (TRL releases before
 the fused head kept `2 x batch x length x vocab` logits, their log-softmax and its gradient alive:
-the trl#3168 failure; `full_logits_bytes` writes that out for comparison.)
+the trl#3168 failure; docs/training-step.md writes that arithmetic out beside this plan.)
 
 The plan is of a step after the first: the optimizer state exists (AdamW creates it in the first
 `optimizer.step()`), and gradients are None at the start (set_to_none). A run that fits this
@@ -92,6 +92,10 @@ from .options import DPOOptions, _reject
 OPTIMIZERS = ("adamw_torch_fused", "adamw_torch", "adamw_8bit", "adamw_bnb_8bit")
 #: Attention implementations planned. None: transformers' default for the model ("sdpa").
 ATTENTION = (None, "sdpa", "eager", "flash_attention_2")
+#: Decoder layers derived here (transformers 5.24 `modeling_llama.py`, `modeling_qwen2.py`,
+#: `modeling_mistral.py`: RMSNorm, rotary, SwiGLU, grouped KV heads), or a checkpoint's own
+#: subclass of one of them.
+PLANNED_LAYERS = ("LlamaDecoderLayer", "Qwen2DecoderLayer", "MistralDecoderLayer")
 #: Devices whose code paths differ in the plan (the fused head's indexing and tile fold).
 DEVICES = ("cuda", "cpu")
 COMPONENTS = (
@@ -332,13 +336,14 @@ def plan_training_step(
         raise _reject("LoadSpec", "attn_implementation", spec.attn_implementation, ATTENTION)
     dtype = load_dtype(spec, config)
     load = str(dtype).removeprefix("torch.")
+    # the meta model first: it refuses a model whose layers are not planned here
+    trainable, layer_parameters, lora_layer_targets = _trainable(spec, options, config, dtype)
     shape = Shape.from_config(config)
     compute, residual = _dtypes(load, train)
     rows, length = train.rows, train.max_length
     tokens = rows * length
     scored = rows * (length - 1)
 
-    trainable, layer_parameters, lora_layer_targets = _trainable(spec, options, config, dtype)
     gradients = sum(numel * size for numel, size, _ in trainable)
     optimizer_state = _optimizer_state(train.optim, trainable)
     full_finetune = not options.use_peft
@@ -502,8 +507,15 @@ def _trainable(spec: LoadSpec, options: DPOOptions, config, dtype):
     from ..memory_model import meta_model
     from .adapter import lora_targets, plan_adapter
 
-    model = meta_model(config, dtype)
-    layers = model.get_decoder().layers
+    model = meta_model(config, dtype, spec.trust_remote_code)
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    first = decoder if layers is None else layers[0]
+    if not {cls.__name__ for cls in type(first).__mro__} & set(PLANNED_LAYERS):
+        raise ValueError(
+            f"config.model_type={config.model_type!r} ({type(first).__name__}) is not accepted for a "
+            f"training-step plan; accepted: models whose decoder layers are {PLANNED_LAYERS} or subclass one"
+        )
     layer_parameters = sum(p.numel() for p in layers[0].parameters())
     if not options.use_peft:
         embeddings = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
@@ -536,6 +548,3 @@ def _optimizer_state(optim: str, trainable: list) -> int:
             blocks = -(-numel // BLOCKSIZE_8BIT_OPTIM)
             total += 2 * numel + 2 * 4 * blocks
     return total
-def full_logits_bytes(shape: Shape, train: TrainOptions, dtype_bytes: int) -> int:
-    """What the pre-fused-head releases kept (trl#3168): logits, log-softmax, their gradient."""
-    return 3 * train.rows * train.max_length * shape.vocab * dtype_bytes
