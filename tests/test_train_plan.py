@@ -288,6 +288,41 @@ def test_planted_fault_saved_tensor_dropped_is_caught(monkeypatch):
         test_layer_arithmetic_is_what_torch_saves("float32", False, "sdpa")
 
 
+# --- peers --------------------------------------------------------------------------------------
+
+
+def test_korthikanti_formula_by_hand():
+    from policyload.estimators import korthikanti_bytes
+
+    # s b h (34 + 5 a s / h) per layer: 16 * 4 * 64 * (34 + 5 * 4 * 16 / 64) = 4096 * 39, two layers; 16 B/param
+    assert korthikanti_bytes(small_config(), HAND, PARAMETERS) == 16 * PARAMETERS + 2 * 4096 * 39
+    # full recomputation: 2 s b h per layer
+    ckpt = replace(HAND, gradient_checkpointing=True)
+    assert korthikanti_bytes(small_config(), ckpt, PARAMETERS) == 16 * PARAMETERS + 2 * 2 * 16 * 4 * 64
+
+
+def test_accelerate_training_estimate_is_its_own_arithmetic():
+    from policyload.estimators import accelerate_training_bytes
+
+    fp32 = LoadSpec("c", dtype="float32")
+    # estimate_training_usage: float32 -> step = 4 x the fp32 size; mixed precision -> optimizer = 2 x
+    assert accelerate_training_bytes(fp32, HAND, 1000) == 4000
+    assert accelerate_training_bytes(fp32, TrainOptions(), 1000) == 2000
+    assert accelerate_training_bytes(LoadSpec("c", dtype="bfloat16", load_in_4bit=True), HAND, 1000) is None
+
+
+def test_deepspeed_model_states_or_the_reason_it_cannot_say():
+    from policyload.estimators import deepspeed_model_states_bytes
+
+    estimate, reason = deepspeed_model_states_bytes(1000, 100, stage=2)
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        assert estimate is None and "deepspeed is not installed" in reason
+    else:
+        assert (estimate, reason) == (4 * 1000 + 16 * 1000, None)  # stage_1_and_2.py, one GPU, no offload
+
+
 # --- command line ------------------------------------------------------------------------------
 
 
