@@ -102,13 +102,23 @@ def step_columns(planned: dict, steps: list[dict] | None) -> dict:
     }
 
 
-def peer_columns(case, config, measured_peak) -> dict:
-    """The peers' training estimates for the case, each with its percent off the measured step peak
-    (the second step's)."""
+def peer_columns(case, config, measured_peak, device: str) -> dict:
+    """The peers' training estimates for the case (`policyload.estimators.training_estimates`: the
+    policy alone), each with its percent off the measured step peak (the second step's); an estimate a
+    peer cannot give is None with its reason."""
     from policyload import estimators
+    from policyload.plan.step import TrainOptions
 
-    peers = estimators.training_step_estimates(case.spec, case.options, case.training_arguments, config)
-    return {name: {"estimate_bytes": value, "off": off(value, measured_peak)} for name, value in peers.items()}
+    train = TrainOptions(**case.training_arguments, device=device)
+    peers = estimators.training_estimates(case.spec, train, config)
+    reasons = peers.pop("reasons", {})
+    columns = {}
+    for name, value in peers.items():
+        columns[name] = {"estimate_bytes": value, "off": off(value, measured_peak)}
+        if value is None:
+            why = next((reason for key, reason in reasons.items() if name.startswith(key)), None)
+            columns[name]["reason"] = why or "the estimator gives no figure for this case"
+    return columns
 
 
 def case_of(extra: dict):
@@ -148,7 +158,7 @@ def replan(run) -> None:
         measured = extra["train_step"]["peak"]["measured_bytes"] is not None
         steps = extra["reply"]["train_steps"] if measured else None
         extra["train_step"] = step_columns(planned, steps)
-        extra["peers"] = peer_columns(case, config, steps[-1]["step_peak_bytes"] if measured else None)
+        extra["peers"] = peer_columns(case, config, steps[-1]["step_peak_bytes"] if measured else None, extra["device"])
 
 
 def judge(run, peak_tolerance: float, component_tolerance: float) -> tuple[list[str], list[str], int]:

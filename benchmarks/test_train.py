@@ -37,7 +37,8 @@ def test_train_step(benchmark, train_case, fresh_process_server):
     folder = checkpoint_folder(train_case.checkpoint)
     config = AutoConfig.from_pretrained(folder)
     on_device = Topology.detect().accelerator == "cuda"
-    planned = planned_step(train_case, config, "cuda" if on_device else "cpu")
+    device = "cuda" if on_device else "cpu"
+    planned = planned_step(train_case, config, device)
     request = {
         "spec": dataclasses.asdict(spec), "options": dataclasses.asdict(options),
         "train": train_case.training_arguments,
@@ -80,7 +81,7 @@ def test_train_step(benchmark, train_case, fresh_process_server):
             "batch_shape": reply["train_batch_shape"],
             "memory_source": source,
             "train_step": step_columns(planned, reply["train_steps"] if measurable else None),
-            "peers": peer_columns(train_case, config, steady_peak if measurable else None),
+            "peers": peer_columns(train_case, config, steady_peak if measurable else None, device),
             "host_peak_bytes": reply["train_host_peak_bytes"] if measurable and not on_device else None,
             # The child's whole reply: the readings at every mark, from which `train_step` was computed
             # (tests/test_train_step.py re-plans recorded runs against them).
