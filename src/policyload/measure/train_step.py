@@ -174,20 +174,24 @@ def isolated_components(phases: dict) -> dict:
     * `activations`: kept across the policy forward (its end minus its begin): what autograd saves,
       and the forward's outputs (TRL's fused LM head returns per-token log-probs, not logits);
     * `reference_forward`: the reference forward's transient (its peak minus its begin);
-    * `gradients`: live after backward minus live when the policy forward began (activations freed,
-      gradients kept);
+    * `gradients`: live when `optimizer.step()` is called minus live when the policy forward began:
+      what the optimizer receives. Right after backward the step's graph still holds a little more
+      until `training_step` returns: with LoRA and gradient checkpointing, the embedding output that
+      `enable_input_require_grads` (TRL 1.16 dpo_trainer.py:717-718) made a leaf, and its `.grad`
+      (2 x rows x length x hidden in the embedding's dtype: 0.87 MiB on the Qwen2-0.5B shape at
+      batch 1 x length 128); that is in the backward phase's readings, not in this component;
     * `optimizer_state`: growth across the first `optimizer.step()` (AdamW's state is created there).
     """
     result = {}
     policy, reference = phases.get("policy_forward"), phases.get("reference_forward")
-    backward, step = phases.get("backward"), phases.get("optimizer_step")
+    step = phases.get("optimizer_step")
     if policy:
         result["step_start"] = policy["live_before_bytes"]
         result["activations"] = policy["live_after_bytes"] - policy["live_before_bytes"]
     if reference:
         result["reference_forward"] = reference["peak_bytes"] - reference["live_before_bytes"]
-    if policy and backward:
-        result["gradients"] = backward["live_after_bytes"] - policy["live_before_bytes"]
+    if policy and step:
+        result["gradients"] = step["live_before_bytes"] - policy["live_before_bytes"]
     if step:
         result["optimizer_state"] = step["live_after_bytes"] - step["live_before_bytes"]
     return result

@@ -75,8 +75,8 @@ def _component_table(run: Run) -> str:
     lines = [
         "Training step by component (planned / measured, off): what the phase boundaries isolate "
         "(step_start: every weight; activations: kept across the policy forward; reference_forward: its "
-        "transient; gradients: after backward less the step's start; optimizer_state: growth across the first "
-        "optimizer.step()):",
+        "transient; gradients: live at optimizer.step() less the step's start; optimizer_state: growth across "
+        "the first optimizer.step()):",
         "",
         "| case | " + " | ".join(COMPONENTS) + " |",
         "|---|" + "---:|" * len(COMPONENTS),
