@@ -245,6 +245,31 @@ def test_lora_layer_arithmetic_is_what_torch_saves(load, autocast):
     assert planned == saved_by_second_layer(model.base_model.model, torch.randint(0, 1000, (4, 16)), autocast)
 
 
+@pytest.mark.parametrize("quantization", ["load_in_4bit", "load_in_8bit"])
+def test_qlora_layer_arithmetic_is_what_torch_saves(tmp_path, quantization):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(small_config()).save_pretrained(tmp_path)
+    bnb = BitsAndBytesConfig(**{quantization: True}, bnb_4bit_compute_dtype=torch.bfloat16)
+    base = AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=bnb, dtype=torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]))
+    for parameter in model.parameters():
+        if parameter.requires_grad:  # dpo_trainer.py: a quantized model's trainable parameters cast to bfloat16
+            parameter.data = parameter.data.to(torch.bfloat16)
+    model.enable_input_require_grads()
+    model.train()
+    shape = Shape.from_config(small_config())
+    targets = {"q_proj": (64, 64), "v_proj": (64, 32)}
+    # bf16 residual and compute: the frozen (quantized) linears save no input and no dequantized weight
+    planned = TOKENS * (
+        layer_saved_bytes_per_token(shape, 2, 2, "sdpa", frozen_base=True)
+        + lora_saved_bytes_per_token(targets, 8, 2, 2, True, device="cpu")
+    )
+    assert planned == saved_by_second_layer(model.base_model.model, torch.randint(0, 1000, (4, 16)), True)
+
+
 # --- planted faults, seen failing -------------------------------------------------------------
 
 

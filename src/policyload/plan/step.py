@@ -68,17 +68,25 @@ Components (keys of `StepPlan.components`):
 Phases (keys of `StepPlan.phases`), live bytes at each one's peak, `W` = policy + reference +
 adapter + optimizer_state:
 
-    policy_forward    = W + activations + one layer's forward transient (+ with checkpointing, none kept)
+    policy_forward    = W + activations + max(one layer's working set under checkpointing,
+                                              backbone output + the head's forward working set)
+                        (+ under checkpointing with autocast over wider weights, a full fine-tune's
+                        cached weight casts of every layer; + eager's additive causal mask)
     reference_forward = W + activations + reference_forward
-    backward          = W + max(activations + logits,            # head backward, first
-                                gradients + recompute of one layer under checkpointing)
-    optimizer_step    = W + gradients + the optimizer's own transient (foreach: one copy of the
-                        trainable bytes; fused and 8-bit: none)
+    backward          = W + max(activations + logits,                 # the head, first
+                                first layer: saved (+ recompute) + head gradient + working set,
+                                last layer: saved + other layers' gradients + working set,
+                                all gradients + the embedding's own gradient)
+    optimizer_step    = W + gradients + the optimizer's transient (adamw_torch: foreach's copy
+                        of the second moments on CUDA, one parameter's denominator on CPU;
+                        fused and 8-bit: none)
+
+The live set of the backward is linear in the layers done, so its largest is at the first or the
+last layer. A layer's working set (`layer_working_bytes`) is approximated by its MLP's tensors.
 
 Left out: the CUDA context, allocator rounding and caching (`memory_reserved` above
-`memory_allocated`), the data batch (token ids: 8 bytes x rows x length, negligible), the
-attention mask of eager attention (built once per forward), the autocast cast copies of weights
-(planned as one layer's at a time, their cache is per forward), fragmentation.
+`memory_allocated`), the data batch (token ids: 8 bytes x rows x length), bitsandbytes'
+dequantized weight of one linear at a time (4/8-bit forward), fragmentation.
 """
 
 from __future__ import annotations
