@@ -1,8 +1,10 @@
-"""The first DPO training step, measured per phase and per component, against the plan
+"""The first DPO training steps, measured per phase and per component, against the plan
 (`policyload.plan.step.plan_training_step`), per case of `benchmarks/train_cases.py`.
 
-Each case runs TRL's own DPOTrainer for one optimizer step in a fresh process
-(`policyload.measure.train_step`: where the phases are hooked, how the allocator is read). The
+Each case runs TRL's own DPOTrainer for two optimizer steps in a fresh process
+(`policyload.measure.train_step`: where the phases are hooked, how the allocator is read; the
+components are isolated in the first step, the peaks judged are the second's, a step that starts
+with the optimizer's state as the plan's does). The
 figures are never derived from the plan: the plan is computed here, apart, and the two are put side
 by side in `extra_info["train_step"]`, with the peers' estimates (`policyload.estimators`) as percent
 off the measured step peak. `python -m benchmarks.check_train_step JSON` holds the planner to it.
