@@ -55,7 +55,7 @@ def test_train_step(benchmark, train_case, fresh_process_server):
         replies.append(fresh_process_server.measure_train_step(request))
         timing.append(time.perf_counter() - start)
 
-    # One step in one fresh process: a second would be a warm process's, and the record is the first step's.
+    # One fresh process per case, one round: a second round would be a warm process's.
     benchmark.pedantic(one_step, rounds=1, warmup_rounds=0)
     reply = replies[-1]
     steady_peak = reply["train_steps"][-1]["step_peak_bytes"]

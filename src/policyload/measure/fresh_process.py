@@ -85,7 +85,7 @@ class FreshProcessServer:
         return self._ask({"dpo": request}, "DPO trainer")
 
     def measure_train_step(self, request: dict) -> dict:
-        """One DPO training step, read per phase, in a fresh process (`train_step`: the request's keys);
+        """The first DPO training steps, read per phase, in a fresh process (`train_step`: the request's keys);
         RuntimeError naming the failure if the child crashed (OOM-killed included)."""
         return self._ask({"train": request}, "DPO training step")
 
@@ -192,7 +192,7 @@ def serve() -> None:
     stdin (`{"spec": fields, "warmup_path": path or null}`) one JSON reply line on stdout: the cold
     child's numbers, its `host_*` keys replaced by the warmed-up child's when a path is given;
     `{"dpo": request}`: what a constructed DPOTrainer holds (`dpo_bill`), from one cold child;
-    `{"train": request}`: one DPO training step read per phase (`train_step`), from one cold child."""
+    `{"train": request}`: the first DPO training steps read per phase (`train_step`), from one cold child."""
     start = time.perf_counter()
     import bitsandbytes  # noqa: F401
     import torch  # noqa: F401
