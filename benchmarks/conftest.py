@@ -4,6 +4,7 @@
     pytest benchmarks --quick                              1 round, no warm-up (also POLICYLOAD_BENCH_QUICK=1)
     pytest benchmarks --realsize                           + Qwen2-0.5B, Llama-3.2-1B, Llama-3.1-8B shapes
     pytest benchmarks -k dpo                               only the DPO bill cases (benchmarks/test_dpo.py)
+    pytest benchmarks -k train                             only the training-step cases (benchmarks/test_train.py)
     pytest benchmarks --checkpoint PATH_OR_HUB_ID          + any local or cached checkpoint (repeatable)
 """
 
@@ -18,6 +19,7 @@ from benchmarks.dpo_cases import dpo_cases
 from benchmarks.environment import device_info, library_versions
 from benchmarks.matrix import Checkpoint, cases, checkpoint_token
 from benchmarks.outcomes import error_outcome
+from benchmarks.train_cases import train_cases
 from fixtures.checkpoints import TINY_ARCHITECTURES, tiny_checkpoint
 from fixtures.realsize import REALSIZE_ARCHITECTURES, realsize_path
 
@@ -29,6 +31,8 @@ SESSION_INFO = pytest.StashKey[dict]()
 OUTCOMES = pytest.StashKey[dict]()
 #: The same for the DPO bill cases (benchmarks/test_dpo.py), in the JSON's `policyload_dpo_outcomes`.
 DPO_OUTCOMES = pytest.StashKey[dict]()
+#: The same for the training-step cases (benchmarks/test_train.py), in `policyload_train_outcomes`.
+TRAIN_OUTCOMES = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser):
@@ -98,6 +102,12 @@ def pytest_generate_tests(metafunc):
             for case in dpo_cases(benchmark_checkpoints(metafunc.config))
         ]
         metafunc.parametrize("dpo_case", params)
+    if "train_case" in metafunc.fixturenames:
+        params = [
+            pytest.param(case, id=case.id, marks=[pytest.mark.realsize] if case.checkpoint.kind == "realsize" else [])
+            for case in train_cases(benchmark_checkpoints(metafunc.config))
+        ]
+        metafunc.parametrize("train_case", params)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -180,15 +190,19 @@ def read_bandwidth():
 def pytest_runtest_makereport(item, call):
     report = (yield).get_result()
     params = getattr(getattr(item, "callspec", None), "params", {})
-    case = params.get("case") or params.get("dpo_case")
+    case = params.get("case") or params.get("dpo_case") or params.get("train_case")
     if case is None:
         return
-    # DPO cases have outcomes of their own: the load table keys its rows by checkpoint/dtype/quantization.
-    record = item.config.stash.setdefault(DPO_OUTCOMES if "dpo_case" in params else OUTCOMES, {})
+    # DPO and training cases have outcomes of their own: the load table keys its rows by
+    # checkpoint/dtype/quantization.
+    stash = DPO_OUTCOMES if "dpo_case" in params else TRAIN_OUTCOMES if "train_case" in params else OUTCOMES
+    record = item.config.stash.setdefault(stash, {})
     base = {"case_id": case.id, "checkpoint": case.checkpoint.token, "checkpoint_kind": case.checkpoint.kind,
             "dtype": case.spec.dtype, "quantization": case.quantization}
     if "dpo_case" in params:
         base["dpo_setup"] = case.setup
+    if "train_case" in params:
+        base["train_setup"] = case.setup
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         record[case.id] = {**base, "outcome": "skipped", "reason": reason.removeprefix("Skipped: ")}
@@ -204,3 +218,6 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     dpo = config.stash.get(DPO_OUTCOMES, {})
     if dpo:
         output_json["policyload_dpo_outcomes"] = sorted(dpo.values(), key=lambda o: o["case_id"])
+    train = config.stash.get(TRAIN_OUTCOMES, {})
+    if train:
+        output_json["policyload_train_outcomes"] = sorted(train.values(), key=lambda o: o["case_id"])

@@ -84,6 +84,11 @@ class FreshProcessServer:
         RuntimeError naming the failure if the child crashed (OOM-killed included)."""
         return self._ask({"dpo": request}, "DPO trainer")
 
+    def measure_train_step(self, request: dict) -> dict:
+        """The first DPO training steps, read per phase, in a fresh process (`train_step`: the request's keys);
+        RuntimeError naming the failure if the child crashed (OOM-killed included)."""
+        return self._ask({"train": request}, "DPO training step")
+
     def _ask(self, request: dict, what: str) -> dict:
         """Send one request line, read its reply; a child's failure as RuntimeError naming `what`."""
         self._process.stdin.write(json.dumps(request) + "\n")
@@ -176,7 +181,8 @@ def serve() -> None:
     """The server's loop: import the libraries, say how long that took, then per request line on
     stdin (`{"spec": fields, "warmup_path": path or null}`) one JSON reply line on stdout: the cold
     child's numbers, its `host_*` keys replaced by the warmed-up child's when a path is given;
-    `{"dpo": request}`: what a constructed DPOTrainer holds (`dpo_bill`), from one cold child."""
+    `{"dpo": request}`: what a constructed DPOTrainer holds (`dpo_bill`), from one cold child;
+    `{"train": request}`: the first DPO training steps read per phase (`train_step`), from one cold child."""
     start = time.perf_counter()
     import bitsandbytes  # noqa: F401
     import torch  # noqa: F401
@@ -187,12 +193,14 @@ def serve() -> None:
     print(json.dumps({"import_s": time.perf_counter() - start}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
-        if "dpo" in request:
+        if "dpo" in request or "train" in request:
             # trl, peft and datasets imported once, before forking: every DPO child's baseline has them.
             from .dpo_bill import import_dpo_libraries, measure_dpo_in_this_process
+            from .train_step import measure_train_step_in_this_process
 
             import_dpo_libraries()
-            print(json.dumps(measure_in_a_fork(measure_dpo_in_this_process, request["dpo"])), flush=True)
+            function = measure_dpo_in_this_process if "dpo" in request else measure_train_step_in_this_process
+            print(json.dumps(measure_in_a_fork(function, request.get("dpo") or request["train"])), flush=True)
             continue
         reply = measure_in_a_fork(measure_in_this_process, request["spec"])
         if request["warmup_path"] and "error" not in reply:

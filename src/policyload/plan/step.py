@@ -395,8 +395,9 @@ def plan_training_step(
     reference_forward = 0
     if has_reference_forward:
         # A separate reference's weights require grad too, so its layers' casts all sit in autocast's
-        # cache until its forward returns; the PEFT reference's frozen weights are cast one at a time.
-        cached = shape.layers * casts if load_bill["reference_bytes"] else casts
+        # cache until its forward returns; the PEFT reference's frozen weights are cast one op at a time
+        # under no_grad (autocast caches casts of leaves that require grad only), each freed at once.
+        cached = shape.layers * casts if load_bill["reference_bytes"] else 0
         reference_forward = cached + max(layer_working, last_hidden + head_hidden + reference_head_forward)
 
     # Policy forward: with checkpointing one layer's working set at a time, and a full fine-tune's
@@ -472,16 +473,19 @@ def fused_head_bytes(
     rows = min(scored, TOKEN_CHUNK)
     columns = min(shape.vocab, VOCAB_CHUNK)
     buffer = rows * VOCAB_CHUNK * compute
-    casts = (rows * shape.hidden * compute if residual != compute else 0) + (
-        columns * shape.hidden * compute if weight_bytes != compute else 0
-    )
+    hidden_cast = rows * shape.hidden * compute if residual != compute else 0
+    weight_cast = columns * shape.hidden * compute if weight_bytes != compute else 0
+    casts = hidden_cast + weight_cast
     fp32_tile, bool_tile = rows * columns * 4, rows * columns
     forward = buffer + casts + 7 * 4 * scored
     backward = buffer + casts + 4 * scored * shape.hidden
     if weight_trainable:
         backward += 4 * shape.vocab * shape.hidden
     if device != "cuda":
-        forward += 3 * fp32_tile + (bool_tile if metrics else 0)
+        # The weight chunk's cast is a temporary of `torch.mm(..., out=tile)`, freed before the fold
+        # runs (chunked_logprob.py:357-360): the forward holds the larger of the two, not both.
+        fold = 3 * fp32_tile + (bool_tile if metrics else 0)
+        forward = buffer + hidden_cast + 7 * 4 * scored + max(weight_cast, fold)
         backward += 7 * fp32_tile + bool_tile
     return forward, backward
 

@@ -51,9 +51,13 @@ def model_config(spec: LoadSpec, options: DPOOptions):
     )
 
 
-def build_dpo_trainer(spec: LoadSpec, options: DPOOptions, rows, output_dir):
+def build_dpo_trainer(spec: LoadSpec, options: DPOOptions, rows, output_dir, **training_args):
     """`DPOTrainer(model=<path>, args=DPOConfig(...), train_dataset, processing_class, quantization_config,
-    peft_config)` as the recipe builds it; `rows` are the preference rows (prompt / chosen / rejected)."""
+    peft_config)` as the recipe builds it; `rows` are the preference rows (prompt / chosen / rejected).
+
+    `training_args` are further `DPOConfig` fields, over this function's own (`bf16=False`, batch 2: the
+    load bill's construction); the training-step measurement passes its batch, length, checkpointing,
+    precision and optimizer (`policyload.measure.train_step`)."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer, get_peft_config, get_quantization_config
 
@@ -66,12 +70,15 @@ def build_dpo_trainer(spec: LoadSpec, options: DPOOptions, rows, output_dir):
         dtype=spec.dtype,
     )
     args = DPOConfig(
-        output_dir=str(output_dir),
-        report_to="none",
-        bf16=False,
-        model_init_kwargs=model_init_kwargs,
-        precompute_ref_log_probs=options.precompute_ref_log_probs,
-        per_device_train_batch_size=2,
+        **{
+            "output_dir": str(output_dir),
+            "report_to": "none",
+            "bf16": False,
+            "model_init_kwargs": model_init_kwargs,
+            "precompute_ref_log_probs": options.precompute_ref_log_probs,
+            "per_device_train_batch_size": 2,
+            **training_args,
+        }
     )
     return DPOTrainer(
         model=spec.model_name_or_path,

@@ -60,7 +60,7 @@ def _print_and_write(text: str, path) -> None:
 
 def _table(args) -> int:
     run = load_run(args.json)
-    if not run.rows and not run.dpo:
+    if not run.rows and not run.dpo and not run.train:
         raise ReportError(f"{args.json}: no benchmarks in the file (did every case skip or fail?)")
     _print_and_write(markdown_table(run), args.markdown)
     chart = write_chart(run, args.chart or Path(args.json).with_suffix(".png"))

@@ -85,6 +85,9 @@ class Run:
     #: When the run started (pytest-benchmark's ISO `datetime`) and the commit it ran (commit_info.id).
     datetime: str | None = None
     commit: str | None = None
+    #: The training-step cases (`extra_info["kind"] == "train"`, benchmarks/test_train.py), kept apart likewise.
+    train: tuple = ()
+    train_outcomes: tuple = ()
 
     @property
     def quick(self):
@@ -135,12 +138,12 @@ def load_run(path) -> Run:
     if not isinstance(document, dict) or not isinstance(document.get("benchmarks"), list):
         raise ReportError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
     machine = document.get("machine_info", {}).get("policyload", {})
-    rows, dpo = [], []
+    rows, dpo, train = [], [], []
     for index, benchmark in enumerate(document["benchmarks"]):
         try:
             extra = benchmark.get("extra_info", {})
-            if extra.get("kind") == "dpo":
-                dpo.append(extra)
+            if extra.get("kind") in ("dpo", "train"):
+                (dpo if extra["kind"] == "dpo" else train).append(extra)
                 continue
             tracker_latency = _measurement(extra.get("median_latency_s"))
             if tracker_latency is None:
@@ -188,10 +191,12 @@ def load_run(path) -> Run:
     device = machine.get("device") or document.get("machine_info", {}).get("cpu", {}).get("brand_raw", "unknown")
     outcomes = document.get("policyload_outcomes")
     dpo_outcomes = document.get("policyload_dpo_outcomes")
+    train_outcomes = document.get("policyload_train_outcomes")
     return Run(
         path, device, machine, rows, tuple(outcomes) if isinstance(outcomes, list) else (),
         dpo=tuple(dpo), dpo_outcomes=tuple(dpo_outcomes) if isinstance(dpo_outcomes, list) else (),
         datetime=document.get("datetime"), commit=(document.get("commit_info") or {}).get("id"),
+        train=tuple(train), train_outcomes=tuple(train_outcomes) if isinstance(train_outcomes, list) else (),
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from .cells import ROUTINE_SKIP, format_bytes, fraction, not_measured, percent_off, ratio
 from .dpo import dpo_table
 from .runs import Run
+from .train import train_table
 
 #: Versions named in the table's heading line, in this order, when the run recorded them.
 _LIBRARIES = ("torch", "transformers", "trl", "bitsandbytes", "accelerate", "peft")
@@ -69,8 +70,8 @@ def memory_not_measured(run: Run) -> str:
 
 def markdown_table(run: Run) -> str:
     versions = ", ".join(f"{name} {run.machine[name]}" for name in _LIBRARIES if run.machine.get(name))
-    dpo = dpo_table(run)
-    if dpo and not run.rows and not run.outcomes:  # a DPO-only run (pytest benchmarks -k dpo)
+    dpo = "\n".join(table for table in (dpo_table(run), train_table(run)) if table)
+    if dpo and not run.rows and not run.outcomes:  # a DPO- or training-only run (pytest benchmarks -k dpo/train)
         return f"Device: {run.device}" + (f"; {versions}" if versions else "") + "\n\n" + dpo
     # Where nothing's memory was measured (the tiny run on CPU), the table is what was: latency.
     header, rule = (_HEADER, _RULE) if memory_measured(run) else (_LATENCY_HEADER, _LATENCY_RULE)
