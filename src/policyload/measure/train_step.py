@@ -279,7 +279,6 @@ def _measure_train_step(request: dict) -> dict:
     from ..plan.trainer import build_dpo_trainer
     from ..spec import LoadSpec
     from . import host_memory
-    from .fresh_process import checkpoint_files
     from .rss import peak_rss_bytes, reset_peak_rss
 
     spec = LoadSpec(**request["spec"])
@@ -319,7 +318,7 @@ def _measure_train_step(request: dict) -> dict:
                 mapped = host_memory.file_backed_resident_bytes(storages)
             _hook_phases(trainer, marks)
             trainer.train()
-        mapping_sizes = {os.path.getsize(path) for path in checkpoint_files(spec.model_name_or_path)}
+        mapping_sizes = {os.path.getsize(path) for path in host_memory.checkpoint_files(spec.model_name_or_path)}
         readings = marks.readout_cuda() if cuda else marks.readout_cpu(profile, mapping_sizes)
         return {
             "train_marks": readings,
