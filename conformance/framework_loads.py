@@ -9,7 +9,7 @@ installed release to each):
 
 - `pretrained_model_name_or_path=` is the path: the positional argument, not a keyword;
 - `torch_dtype` is `dtype`'s old name ("For BC on torch_dtype argument": `dtype = dtype if dtype
-  is not None else torch_dtype`);
+  is not None else torch_dtype`), unread when `dtype` is given too (axolotl passes both);
 - `low_cpu_mem_usage` is popped unread ("Not used anymore -- remove them from the kwargs");
 - `cache_dir=None`, `token=None`: the values `from_pretrained` takes when they are left out;
 - `config=<a config object>` becomes what it changes: the entries of its `to_dict()` where it
@@ -51,8 +51,10 @@ def unified_kwargs(kwargs: dict, path: str) -> dict:
     kwargs = dict(kwargs)
     if kwargs.get("pretrained_model_name_or_path") == path:
         del kwargs["pretrained_model_name_or_path"]
-    if "torch_dtype" in kwargs and "dtype" not in kwargs:
+    if "torch_dtype" in kwargs and kwargs.get("dtype") is None:
         kwargs["dtype"] = kwargs.pop("torch_dtype")
+    elif "torch_dtype" in kwargs:  # both given: dtype wins, torch_dtype is not read
+        del kwargs["torch_dtype"]
     for key in UNREAD:
         kwargs.pop(key, None)
     for key, default in DEFAULT_WHEN_LEFT_OUT.items():

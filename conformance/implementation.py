@@ -39,6 +39,7 @@ BUILTIN = {
     "alignment-handbook": "conformance.implementations.alignment_handbook:IMPLEMENTATION",
     "llamafactory": "conformance.implementations.llamafactory:IMPLEMENTATION",
     "oumi": "conformance.implementations.oumi:IMPLEMENTATION",
+    "axolotl": "conformance.implementations.axolotl:IMPLEMENTATION",
 }
 #: Level (as the divergence files name it) -> the adapter's callable for it.
 LEVEL_FUNCTIONS = {

@@ -44,9 +44,11 @@ def test_unified_keywords(tiny_checkpoints):
         "revision": "main",
         "device_map": {"": torch.device("cpu")},
     }
-    # Not the same call, so kept: another path, a cache folder, both dtype spellings at once.
-    other = {"pretrained_model_name_or_path": "elsewhere", "cache_dir": "/c", "dtype": torch.float32, "torch_dtype": "auto"}
+    # Not the same call, so kept: another path, a cache folder.
+    other = {"pretrained_model_name_or_path": "elsewhere", "cache_dir": "/c"}
     assert unified_kwargs(other, path) == other
+    # Both dtype spellings: dtype is read, torch_dtype not.
+    assert unified_kwargs({"dtype": torch.float32, "torch_dtype": torch.float16}, path) == {"dtype": torch.float32}
     # A config that changes nothing is the checkpoint's own: left out, its attention kept.
     same = transformers.AutoConfig.from_pretrained(path)
     assert unified_kwargs({"config": same}, path) == {"attn_implementation": None}
