@@ -11,7 +11,8 @@ what its loader and config schema import (tox.ini). `AXOLOTL_DO_NOT_TRACK=1`: it
 (posthog) is off. `capabilities={"bf16": True}`: the GPU capabilities its CLI passes to
 `validate_config` (this CPU has none; without it `bf16: true` is refused).
 
-How a case maps: the dtype is `bf16: true` / `fp16: true` / neither (float32); 4-bit is
+How a case maps: the dtype is `bf16: true` / `fp16: true` / `bf16: false` (float32), and a
+case without a dtype leaves axolotl's default (`bf16: auto`); 4-bit is
 `load_in_4bit` + `adapter: qlora`, 8-bit `load_in_8bit` + `adapter: lora`, the 4-bit options in
 `bnb_config_kwargs`; `use_peft` is `adapter: lora` with TRL's `ModelConfig` LoRA values and
 PEFT's default targets for the architecture. Not expressible: dtype None / "auto", both
@@ -26,7 +27,9 @@ from pathlib import Path
 
 from ..implementation import Implementation, NotApplicable
 
-_FLAGS = {"bfloat16": {"bf16": True}, "float16": {"fp16": True}, "float32": {}}
+#: dtype -> axolotl's precision flags. float32 is `bf16: false`: left unset, bf16 is "auto"
+#: (utils/config normalize_config: bfloat16 on a bf16 GPU, else fp16, float16).
+_FLAGS = {"bfloat16": {"bf16": True}, "float16": {"fp16": True}, "float32": {"bf16": False}}
 _ATTENTION = {"eager": "eager_attention", "sdpa": "sdp_attention"}
 
 
@@ -43,8 +46,8 @@ def axolotl_config(path: str, fields: dict, output_dir: str):
     from ..trl_oracle import model_config
 
     fields = dict(fields)
-    dtype = fields.pop("dtype", "float32")
-    if dtype not in _FLAGS:
+    dtype = fields.pop("dtype", "unset")  # unset: axolotl's own default (bf16: auto)
+    if dtype != "unset" and dtype not in _FLAGS:
         raise NotApplicable(f"no dtype field: dtype={dtype!r} cannot be asked for (bf16/fp16 flags only)")
     four, eight = fields.pop("load_in_4bit", False), fields.pop("load_in_8bit", False)
     if four and eight:
@@ -59,7 +62,7 @@ def axolotl_config(path: str, fields: dict, output_dir: str):
         "num_epochs": 1,
         "learning_rate": 1e-5,
         "sequence_len": 64,
-        **_FLAGS[dtype],
+        **_FLAGS.get(dtype, {}),
     }
     quant = {
         "bnb_4bit_quant_type": fields.pop("bnb_4bit_quant_type", "nf4"),
@@ -131,7 +134,9 @@ def dpo_loads(case, path: str) -> dict:
     if case.policy != "path":
         raise NotApplicable("train() loads the policy from base_model; no model instance is taken")
     if case.mode in ("peft", "qlora"):
-        raise NotApplicable("setup_model_and_tokenizer hands the LoRA config to the trainer, which builds the adapter; not run here")
+        raise NotApplicable(
+            "setup_model_and_tokenizer hands the LoRA config to the trainer, which builds the adapter; not run here"
+        )
     if case.mode in ("precompute", "4bit-nopeft"):
         raise NotApplicable(f"{case.mode}: not a field of axolotl's DPO config (4-bit is adapter: qlora)")
     _this_cpu_only(case.topology, case.distributed_type)
