@@ -32,12 +32,11 @@ def recording(implementation, comparisons: dict) -> dict:
     """What one run observed, per level: the cases and their first difference, or why it has none."""
     from importlib.metadata import version
 
-    from .implementation import LEVEL_FUNCTIONS
     from .trl_release import TRL
 
     levels = {}
     for level in COLUMNS:
-        if getattr(implementation, LEVEL_FUNCTIONS[level]) is None:
+        if implementation.callable_for(level) is None:
             levels[level] = {"no_function": implementation.missing.get(level, "not provided by the adapter")}
         elif comparisons.get(level):
             levels[level] = {"cases": dict(comparisons[level])}

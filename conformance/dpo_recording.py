@@ -37,8 +37,10 @@ class Recorded:
 
 
 @contextlib.contextmanager
-def every_load():
-    """Record every outermost `from_pretrained` and model `deepcopy` made inside; yields the list."""
+def every_load(run_here=None):
+    """Record every outermost `from_pretrained` and model `deepcopy` made inside; yields the list.
+    `run_here(kwargs)`, when given, is what the real call gets instead of the recorded keywords
+    (a simulated accelerator's device map, which this CPU cannot load onto)."""
     import copy
 
     loads: list[Recorded] = []
@@ -55,9 +57,10 @@ def every_load():
         finally:
             depth[0] -= 1
 
-    def from_pretrained(cls, path, *args, **kwargs):
+    def from_pretrained(cls, *args, **kwargs):  # the path positional, or by its name (LlamaFactory)
         owner = next(klass for klass in cls.__mro__ if klass in originals)
-        call = lambda: originals[owner].__func__(cls, path, *args, **kwargs)  # noqa: E731
+        passed = kwargs if run_here is None else run_here(dict(kwargs))
+        call = lambda: originals[owner].__func__(cls, *args, **passed)  # noqa: E731
         return nested(Recorded("disk", dict(kwargs)), call)
 
     def deepcopy(value, *args, **kwargs):

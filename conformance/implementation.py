@@ -13,7 +13,10 @@ own handling of bad input is what is observed):
 - `quantization_config(fields)`: the 4/8-bit config, a `BitsAndBytesConfig`, its `to_dict()`, or None;
 - `device_map(topology)`: the `device_map` of a k-bit load on a simulated `Topology`;
 - `model_kwargs(path, fields, topology)`: every keyword passed to `from_pretrained`;
-- `dpo_plan(spec, options, topology)`: a `policyload.plan` plan of every load of DPO training.
+- `dpo_plan(spec, options, topology)`: a `policyload.plan` plan of every load of DPO training;
+  or, for a framework whose own DPO load path is run instead of asked for a plan,
+  `dpo_loads(case, path)`: every load it made for the `dpo_cases.DPOCase`, recorded, in the
+  DPO-plan level's shared shape (`dpo_recording`; `framework_loads.loads_shape`).
 
 A level whose callable is None is skipped, the reason naming the callable and `missing[level]`
 (why the framework has none). An adapter raises `NotApplicable` for a case its framework cannot
@@ -36,6 +39,7 @@ BUILTIN = {
     "alignment-handbook": "conformance.implementations.alignment_handbook:IMPLEMENTATION",
     "llamafactory": "conformance.implementations.llamafactory:IMPLEMENTATION",
     "oumi": "conformance.implementations.oumi:IMPLEMENTATION",
+    "axolotl": "conformance.implementations.axolotl:IMPLEMENTATION",
 }
 #: Level (as the divergence files name it) -> the adapter's callable for it.
 LEVEL_FUNCTIONS = {
@@ -44,6 +48,8 @@ LEVEL_FUNCTIONS = {
     "recipe": "model_kwargs",
     "dpo-plan": "dpo_plan",
 }
+#: A level's other callable, for a framework whose own load path is run (see the module docstring).
+LEVEL_RUNS = {"dpo-plan": "dpo_loads"}
 
 
 class NotApplicable(Exception):
@@ -59,6 +65,7 @@ class Implementation:
     device_map: Callable | None = None
     model_kwargs: Callable | None = None
     dpo_plan: Callable | None = None
+    dpo_loads: Callable | None = None
     #: level -> why the framework has no function for that level (said in the skip reason).
     missing: dict = field(default_factory=dict)
     #: One line for the compatibility table: version, and how its code is reached.
@@ -81,12 +88,16 @@ class Implementation:
                 f"accepted: an environment that has it (tox -e {tox_env})"
             ) from None
 
+    def callable_for(self, level: str) -> Callable | None:
+        """The adapter's callable for `level` (its plan function, else its run of the framework's load path)."""
+        function = getattr(self, LEVEL_FUNCTIONS[level])
+        return function if function is not None or level not in LEVEL_RUNS else getattr(self, LEVEL_RUNS[level])
+
     def function(self, level: str) -> Callable:
         """The adapter's callable for `level`; skips the calling test where the adapter has none."""
         import pytest
 
-        attribute = LEVEL_FUNCTIONS[level]
-        function = getattr(self, attribute)
+        function = self.callable_for(level)
         if function is None:
             pytest.skip(self.skip_reason(level))
         return function

@@ -34,7 +34,7 @@ def test_a_bad_implementation_is_refused_naming_field_value_and_accepted(value, 
     message = str(error.value)
     assert message.startswith(f"{ENV}={value!r} is not accepted: {why}")
     assert message.endswith(
-        "accepted: one of ['alignment-handbook', 'llamafactory', 'oumi', 'reference'] "
+        "accepted: one of ['alignment-handbook', 'axolotl', 'llamafactory', 'oumi', 'reference'] "
         "or 'module:object' naming a conformance.implementation.Implementation"
     )
 
@@ -43,8 +43,9 @@ def test_module_object_and_builtin_name_give_the_same_implementation():
     assert load_implementation("conformance.implementations.reference:IMPLEMENTATION") is load_implementation(
         "reference"
     )
-    assert [i.name for i in builtin_implementations()] == ["reference", "alignment-handbook", "llamafactory", "oumi"]
-    assert set(BUILTIN) == {"reference", "alignment-handbook", "llamafactory", "oumi"}
+    names = ["reference", "alignment-handbook", "llamafactory", "oumi", "axolotl"]
+    assert [i.name for i in builtin_implementations()] == names
+    assert set(BUILTIN) == set(names)
 
 
 @pytest.mark.parametrize("implementation", builtin_implementations(), ids=lambda i: i.name)
