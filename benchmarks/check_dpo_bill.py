@@ -20,15 +20,12 @@ from policyload.report import parse_percent
 from policyload.report.cells import format_bytes
 from policyload.report.runs import load_run
 
-from .check_memory import verdict
+from .check_memory import failed_cases, verdict
 
 
 def judge(run, tolerance: float) -> tuple[list[str], list[str], int]:
     """(lines to print, problems, cases checked) of `run` against `tolerance` (a fraction)."""
-    lines, problems, checked = [], [], 0
-    for outcome in run.dpo_outcomes:
-        if outcome.get("outcome") in ("failed", "oom"):
-            problems.append(f"{outcome['case_id']}: {outcome['outcome']}: {outcome.get('reason', '')}")
+    lines, problems, checked = [], failed_cases(run.dpo_outcomes), 0
     for extra in sorted(run.dpo, key=lambda e: e["case_id"]):
         case, bill = extra["case_id"], extra["dpo_bill"]
         planned, measured = bill["planned"], bill["measured"]

@@ -25,10 +25,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     run = load_run(args.json)
     resident_tolerance, peak_tolerance = parse_percent(args.resident), parse_percent(args.peak)
-    problems, checked = [], 0
-    for outcome in run.outcomes:
-        if outcome.get("outcome") in ("failed", "oom"):
-            problems.append(f"{outcome['case_id']}: {outcome['outcome']}: {outcome.get('reason', '')}")
+    problems, checked = failed_cases(run.outcomes), 0
     for row in sorted(run.rows, key=lambda r: r.key):
         if row.memory_measured_bytes is None or row.memory_peak_measured_bytes is None:
             print(f"{row.key}: memory not measurable, not judged")
@@ -47,6 +44,13 @@ def main(argv=None) -> int:
         if abs(peak) > peak_tolerance:
             problems.append(f"{row.key}: peak off by {peak:+.1%} (tolerance {peak_tolerance:.0%})")
     return verdict(problems, checked, "no case with a measured memory figure")
+
+
+def failed_cases(outcomes) -> list[str]:
+    """One problem per case that failed or ran out of memory: a check never passes a run whose case
+    did not run to its measurement."""
+    failed = [o for o in outcomes if o.get("outcome") in ("failed", "oom")]
+    return [f"{o['case_id']}: {o['outcome']}: {o.get('reason', '')}" for o in failed]
 
 
 def verdict(problems: list[str], checked: int, nothing_measured: str) -> int:

@@ -21,7 +21,7 @@ from policyload.report import parse_percent
 from policyload.report.runs import load_run
 from policyload.report.tables import format_bytes
 
-from .check_memory import verdict
+from .check_memory import failed_cases, verdict
 
 #: The marks every hooked step has (the reference forward's are absent when precomputed), per step.
 REQUIRED_MARKS = tuple(
@@ -163,10 +163,7 @@ def replan(run) -> None:
 
 def judge(run, peak_tolerance: float, component_tolerance: float) -> tuple[list[str], list[str], int]:
     """(lines to print, problems, cases checked) of `run` against the tolerances (fractions)."""
-    lines, problems, checked = [], [], 0
-    for outcome in run.train_outcomes:
-        if outcome.get("outcome") in ("failed", "oom"):
-            problems.append(f"{outcome['case_id']}: {outcome['outcome']}: {outcome.get('reason', '')}")
+    lines, problems, checked = [], failed_cases(run.train_outcomes), 0
     for extra in sorted(run.train, key=lambda e: e["case_id"]):
         case, step = extra["case_id"], extra["train_step"]
         missing = [mark for mark in REQUIRED_MARKS if mark not in extra.get("marks", [])]

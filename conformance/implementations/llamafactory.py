@@ -78,17 +78,7 @@ def quantization_config(fields: dict):
 def device_map(topology):
     """The `device_map` of an 8-bit load on `topology`: `get_current_device()` reads
     transformers' `is_torch_*_available` (imported into extras/misc.py by those names) and LOCAL_RANK."""
-    misc = _module("extras.misc")
-    available = {
-        "is_torch_cuda_available": topology.accelerator == "cuda",
-        "is_torch_xpu_available": topology.accelerator == "xpu",
-        "is_torch_npu_available": False,
-        "is_torch_mps_available": False,
-    }
-    with contextlib.ExitStack() as stack:
-        replacements = {name: (lambda value=value: value) for name, value in available.items()}
-        stack.enter_context(mock.patch.dict(misc.__dict__, replacements))
-        stack.enter_context(mock.patch.dict(os.environ, {"LOCAL_RANK": str(topology.local_process_index)}))
+    with _sees(topology):
         return _configure(8, torch.float32).get("device_map", "<not set>")
 
 
