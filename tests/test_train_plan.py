@@ -226,29 +226,42 @@ def test_layer_arithmetic_is_what_torch_saves(load, autocast, attn):
 def test_lora_layer_arithmetic_is_what_torch_saves(load, autocast):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import disable_dropout_in_model
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_config(small_config()).to(getattr(torch, load))
-    # fp32 adapter (PEFT's autocast_adapter_dtype), dropout 0.05 as TRL's ModelConfig
+    # fp32 adapter (PEFT's autocast_adapter_dtype), dropout 0.05 as TRL's ModelConfig, then set to 0 as
+    # DPOTrainer does (disable_dropout=True); the second layer's input requires grad (layer 0's adapters)
     model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]))
-    model.enable_input_require_grads()  # DPOTrainer with PEFT and checkpointing (dpo_trainer.py:717-718)
+    disable_dropout_in_model(model)
     model.train()
     compute, residual = step_module._dtypes(load, replace(HAND, bf16=autocast))
     shape = Shape.from_config(small_config())
     targets = {"q_proj": (64, 64), "v_proj": (64, 32)}
     planned = TOKENS * (
         layer_saved_bytes_per_token(shape, compute, residual, "sdpa", frozen_base=True)
-        + lora_saved_bytes_per_token(targets, 8, 4, compute, autocast, device="cpu")
+        + lora_saved_bytes_per_token(targets, 8, 4, compute, autocast, residual)
     )
     planned += weight_casts_bytes(shape, compute) if compute < getattr(torch, load).itemsize else 0
     planned += step_module.lora_weight_casts_bytes(targets, 8, 4, compute, autocast)
     assert planned == saved_by_second_layer(model.base_model.model, torch.randint(0, 1000, (4, 16)), autocast)
 
 
+def test_lora_saves_no_dropout_mask_by_hand():
+    # q (64 -> 64) and v (64 -> 32), r=8, fp32 adapter under bf16 autocast: lora_A's input is a bf16 cast
+    # of x (2 B x 64 each) and lora_B's the bf16 r-vector (2 B x 8 each); DPOTrainer's p=0 dropout saves
+    # nothing (an fp32 noise tensor, 4 B x 64 each, when p > 0)
+    targets = {"q_proj": (64, 64), "v_proj": (64, 32)}
+    assert lora_saved_bytes_per_token(targets, 8, 4, 2, True, 2) == (2 * 64 + 2 * 8) + (2 * 64 + 2 * 8)
+    # float32 without autocast: no cast, q and v's lora_A save the one fp32 normalized input (4 B x 64)
+    assert lora_saved_bytes_per_token(targets, 8, 4, 4, False, 4) == 4 * 64 + 2 * (4 * 8)
+
+
 @pytest.mark.parametrize("quantization", ["load_in_4bit", "load_in_8bit"])
 def test_qlora_layer_arithmetic_is_what_torch_saves(tmp_path, quantization):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from trl.trainer.utils import disable_dropout_in_model
 
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(small_config()).save_pretrained(tmp_path)
@@ -258,14 +271,14 @@ def test_qlora_layer_arithmetic_is_what_torch_saves(tmp_path, quantization):
     for parameter in model.parameters():
         if parameter.requires_grad:  # dpo_trainer.py: a quantized model's trainable parameters cast to bfloat16
             parameter.data = parameter.data.to(torch.bfloat16)
-    model.enable_input_require_grads()
+    disable_dropout_in_model(model)  # DPOTrainer, disable_dropout=True
     model.train()
     shape = Shape.from_config(small_config())
     targets = {"q_proj": (64, 64), "v_proj": (64, 32)}
     # bf16 residual and compute: the frozen (quantized) linears save no input and no dequantized weight
     planned = TOKENS * (
         layer_saved_bytes_per_token(shape, 2, 2, "sdpa", frozen_base=True)
-        + lora_saved_bytes_per_token(targets, 8, 2, 2, True, device="cpu")
+        + lora_saved_bytes_per_token(targets, 8, 2, 2, True, 2)
     )
     assert planned == saved_by_second_layer(model.base_model.model, torch.randint(0, 1000, (4, 16)), True)
 

@@ -290,19 +290,36 @@ def layer_saved_bytes_per_token(
 
 
 def lora_saved_bytes_per_token(
-    targets: dict, r: int, adapter_bytes: int, compute: int, autocast: bool, device: str = "cuda"
+    targets: dict, r: int, adapter_bytes: int, compute: int, autocast: bool, residual: int
 ) -> int:
-    """What one decoder layer's LoRA adapters save per token (peft 0.21.2 `tuners/lora/layer.py`
+    """What one decoder layer's LoRA adapters save per token (peft 0.21.2 `tuners/lora/layer.py:1100-1102`
     `Linear.forward`: `lora_B(lora_A(dropout(x))) * scaling`, x first cast to the adapter's dtype):
-    the dropout's mask, lora_A's input (the dropout output; its compute-dtype cast under autocast)
-    and lora_B's input (r values). The mask is boolean from CUDA's fused dropout kernel and a scaled
-    noise tensor in x's dtype elsewhere (ATen `dropout`: `is_fused_kernel_acceptable` needs CUDA).
+    lora_A's input and lora_B's input (r values). lora_A's input is a copy per linear where x is cast
+    (to the adapter's dtype, then to the compute dtype under autocast), else x itself, one storage
+    for q/k/v (and for gate/up) as they read the same normalized input (`residual`: x's bytes).
+    No dropout mask: DPOTrainer sets every `nn.Dropout`'s p to 0 (`disable_dropout=True`, TRL 1.16
+    dpo_trainer.py:932-933, trainer/utils.py:194-197 `disable_dropout_in_model`), PEFT's
+    `lora_dropout` modules included (an `nn.Dropout` for lora_dropout > 0, layer.py:256), and ATen's
+    `dropout` with p == 0 returns its input (`native/Dropout.cpp` `_dropout_impl`; the fused CUDA
+    kernel needs p > 0), so nothing is saved. (The plan held an fp32 noise tensor per LoRA input before:
+    +11-17% on the activations of LoRA without checkpointing on the Qwen2-0.5B shape, measured.)
+    Uncast, an o_proj or down_proj adapter's input is counted though SDPA's output or the MLP product
+    may be the same storage (no such target was measured).
     `targets` are one layer's {name: (in, out)}. Per layer, not per token: under autocast over a
     wider adapter, lora_A and lora_B save compute-dtype copies of their weights
     (`lora_weight_casts_bytes`)."""
-    mask = 1 if device == "cuda" else adapter_bytes
     lora_in = compute if autocast else adapter_bytes
-    return sum(fan_in * (mask + lora_in) + r * lora_in for fan_in, _ in targets.values())
+    cast = adapter_bytes != residual or lora_in != adapter_bytes
+    inputs = {}
+    for name, (fan_in, _) in targets.items():
+        # uncast, lora_A saves x itself: one storage for the linears reading the same normalized input
+        source = _SHARED_INPUT.get(name.rsplit(".", 1)[-1], name) if not cast else name
+        inputs[source] = fan_in * lora_in
+    return sum(inputs.values()) + sum(r * lora_in for _ in targets)
+
+
+#: Linears of a decoder layer that read the same tensor (the input norm's, the post-attention norm's).
+_SHARED_INPUT = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up", "up_proj": "gate_up"}
 
 
 def lora_weight_casts_bytes(targets: dict, r: int, adapter_bytes: int, compute: int, autocast: bool) -> int:
@@ -366,7 +383,7 @@ def plan_training_step(
     if options.use_peft:
         adapter_bytes = trainable[0][1]
         per_layer += tokens * lora_saved_bytes_per_token(
-            lora_layer_targets, options.lora_r, adapter_bytes, compute, train.bf16 or train.fp16, train.device
+            lora_layer_targets, options.lora_r, adapter_bytes, compute, train.bf16 or train.fp16, residual
         )
         per_layer += lora_weight_casts_bytes(
             lora_layer_targets, options.lora_r, adapter_bytes, compute, train.bf16 or train.fp16
