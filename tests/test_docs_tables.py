@@ -120,3 +120,19 @@ def test_memory_page_tables_are_what_the_report_prints_from_the_committed_runs(r
     page = tables((ROOT / "docs" / "memory.md").read_text())
 
     assert printed and [table for table in printed if table not in page] == []
+
+
+def test_training_step_page_tables_are_the_report_of_the_recorded_run_replanned():
+    """The measured training-step page shows what `report.train` prints for the committed real-size
+    run, its planned columns re-computed by today's planner (`check_train_step.replan`): a planner
+    change that moves a figure makes this page stale."""
+    from benchmarks.check_train_step import replan
+    from policyload.report import load_run
+    from policyload.report.train import train_table
+
+    run = load_run(front_door.RESULTS / "qwen2-0.5b-train-cpu.json.gz")
+    replan(run)
+    printed = tables(train_table(run))
+    page = tables((ROOT / "docs" / "training-step-measured.md").read_text())
+
+    assert len(printed) == 2 and [table for table in printed if table not in page] == []
