@@ -1,4 +1,4 @@
-"""The README's findings, three short tables generated from what the project has recorded, never
+"""The README's findings, four short tables generated from what the project has recorded, never
 typed in: what changed in the policy load at each TRL release (the committed sweep,
 `conformance/sweep/`), how other frameworks' loading code compares with TRL's (the committed
 compatibility recordings, `conformance/recorded/compatibility/`), and whether the planners'
@@ -28,8 +28,9 @@ from .compatibility import RECORDED, read, summary_table
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = ROOT / "benchmarks" / "results" / "cpu-x86_64-2core"
-#: The committed real-size runs the planner table reads: the load benchmark and the DPO bill.
+#: The committed real-size runs the planner table reads: the load benchmark, the DPO bill, the training step.
 LOAD_RUN, DPO_RUN = RESULTS / "qwen2-0.5b-cpu.json.gz", RESULTS / "qwen2-0.5b-dpo-cpu.json.gz"
+TRAIN_RUN = RESULTS / "qwen2-0.5b-train-cpu.json.gz"
 #: How the DPO bill's setups read in a sentence (benchmarks/dpo_cases.py names them).
 SETUPS = {
     "reference": "full fine-tune (policy + reference)",
@@ -77,11 +78,37 @@ def planners() -> str:
         off = [bill["planned"]["total_bytes"] / bill["measured"]["total_bytes"] - 1 for bill in bills]
         if off:
             lines.append(f"| DPO planner: what `DPOTrainer` holds, {words} | {len(off)} | {_range(off)} |")
+    lines += training_step_rows()
     return "\n".join(lines) + "\n"
 
 
+def training_step_rows() -> list[str]:
+    """The training-step plan and its peers against the first DPO step's peak as the CPU allocator read
+    it, the recorded readings re-planned by today's planner (`check_train_step.replan`)."""
+    from benchmarks.check_train_step import replan
+
+    train = load_run(TRAIN_RUN)
+    replan(train)
+    measured = [case for case in train.train if case["train_step"]["peak"]["measured_bytes"]]
+    off = [case["train_step"]["peak"]["off"] for case in measured]
+    rows = [f"| training-step plan: the first DPO step's peak (allocator) | {len(off)} | {_range(off)} |"]
+    for peer in sorted({name for case in measured for name in case["peers"]}):
+        offs = [case["peers"][peer]["off"] for case in measured if case["peers"][peer]["off"] is not None]
+        if offs:
+            rows.append(f"| peer: {peer}, the same step's peak | {len(offs)} | {_range(offs)} |")
+    return rows
+
+
+def trl3168() -> str:
+    """trl#3168's configuration (Qwen2-0.5B shape, batch 8, length 1024) planned three ways (`plan.page`)."""
+    from fixtures.realsize import realsize_config
+    from policyload.plan.page import table
+
+    return table(realsize_config("qwen2-0.5b"))
+
+
 #: Block name -> its generator, in the order of the README.
-BLOCKS = {"trl-changes": trl_changes, "frameworks": frameworks, "planners": planners}
+BLOCKS = {"trl-changes": trl_changes, "frameworks": frameworks, "planners": planners, "trl3168": trl3168}
 END = "<!-- front-door:end -->"
 
 
