@@ -34,7 +34,7 @@ def test_a_bad_implementation_is_refused_naming_field_value_and_accepted(value, 
     message = str(error.value)
     assert message.startswith(f"{ENV}={value!r} is not accepted: {why}")
     assert message.endswith(
-        "accepted: one of ['alignment-handbook', 'axolotl', 'llamafactory', 'oumi', 'reference'] "
+        "accepted: one of ['alignment-handbook', 'axolotl', 'llamafactory', 'ms-swift', 'oumi', 'reference'] "
         "or 'module:object' naming a conformance.implementation.Implementation"
     )
 
@@ -43,7 +43,7 @@ def test_module_object_and_builtin_name_give_the_same_implementation():
     assert load_implementation("conformance.implementations.reference:IMPLEMENTATION") is load_implementation(
         "reference"
     )
-    names = ["reference", "alignment-handbook", "llamafactory", "oumi", "axolotl"]
+    names = ["reference", "alignment-handbook", "llamafactory", "oumi", "axolotl", "ms-swift"]
     assert [i.name for i in builtin_implementations()] == names
     assert set(BUILTIN) == set(names)
 

@@ -52,9 +52,9 @@ def test_check_refuses_a_fresh_recording_unlike_the_committed_one(tmp_path):
     assert check(fresh, committed) == [f"{committed / 'other.json'} does not exist; commit {fresh} there"]
 
 
-def test_the_committed_recordings_cover_the_reference_and_three_other_implementations():
+def test_the_committed_recordings_cover_the_reference_and_the_other_implementations():
     names = sorted(r["implementation"] for r in read(RECORDED))
-    assert names == ["alignment-handbook", "llamafactory", "oumi", "reference"]
+    assert names == ["alignment-handbook", "axolotl", "llamafactory", "ms-swift", "oumi", "reference"]
 
 
 def test_readme_table_is_what_the_generator_prints_from_the_committed_recordings():
