@@ -9,20 +9,22 @@ with `from_pretrained` intercepted. The template and dataset steps of `__init__`
 build no model) are not run.
 
 Installed --no-deps (it pins trl<1.0 and transformers<5.20), plus what its model, argument and
-rlhf modules import (tox.ini). Against TRL 1.16 its arguments module imports
+rlhf modules import (tox.ini), and `use_cpu=True` (this machine: transformers' TrainingArguments
+refuses bf16 on a CPU otherwise). Against TRL 1.16 its arguments module imports
 `trl.experimental.ppo`, which TRL no longer has; a stand-in module is registered for that import
-only (`_stand_in_for_removed_trl_ppo`: the DPO path does not use it). The tiny checkpoints carry no tokenizer files: ms-swift's loader
-reads `AutoTokenizer.from_pretrained(model_dir)`, which is answered with the suite's word
-tokenizer for that path (`_word_tokenizer_for`), as the other adapters hand it theirs.
+only (`_stand_in_for_removed_trl_ppo`: the DPO path does not use it). The tiny checkpoints carry
+no tokenizer files: ms-swift's loader reads `AutoTokenizer.from_pretrained(model_dir)`, answered
+with the suite's word tokenizer for that path (`_word_tokenizer_for`).
 
 How a case maps: the dtype is `torch_dtype` (a case without one leaves ms-swift's default);
 4-bit is `quant_method='bnb', quant_bits=4` with the 4-bit options as its `bnb_4bit_*` fields,
 8-bit `quant_bits=8`; `use_peft` is `tuner_type='lora'`; `attn_implementation` is `attn_impl`,
 `model_revision` is `model_revision`. `model_type` and `template` are named (`_TEMPLATES`): for a
 local Llama folder four registered model types and many templates match, and ms-swift refuses to
-guess. Not expressible: dtype "auto", both quantizations at once,
-`trust_remote_code=False` (ms-swift passes True: model/register.py `default_trust_remote_code`),
-a policy instance. Not simulated here: other machines and distributed types.
+guess (GPT-2 has no registered model type). Not expressible: dtype "auto", both quantizations at
+once, `trust_remote_code=False` (ms-swift passes True: model/register.py
+`default_trust_remote_code`), a policy instance. Not simulated here: other machines and
+distributed types.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def dpo_loads(case, path: str) -> dict:
     if case.policy != "path":
         raise NotApplicable("SwiftRLHF loads the policy from args.model; no model instance is taken")
     if case.mode in ("peft", "qlora"):
-        raise NotApplicable("the LoRA adapter is built in SwiftSft.run (prepare_model, after the dataset); not run here")
+        raise NotApplicable("SwiftSft.run builds the LoRA adapter (prepare_model, after the dataset); not run here")
     if case.mode in ("precompute", "4bit-nopeft"):
         raise NotApplicable(f"{case.mode}: not a field of ms-swift's DPO arguments")
     _this_cpu_only(case.topology, case.distributed_type)
@@ -185,7 +187,7 @@ IMPLEMENTATION = Implementation(
     model_kwargs=model_kwargs,
     dpo_loads=dpo_loads,
     missing={
-        "quantization": "QuantizeArguments.get_quantization_config needs the whole arguments object; see the recipe level",
+        "quantization": "QuantizeArguments.get_quantization_config reads the whole arguments; see the recipe level",
         "device-map": "model/utils.py get_default_device_map reads the machine, not a config; see the recipe level",
     },
     description="ms-swift 4.6.0: RLHFArguments(rlhf_type='dpo'), SwiftRLHF's reference and policy loads",
