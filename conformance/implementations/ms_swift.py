@@ -177,8 +177,8 @@ def dpo_loads(case, path: str) -> dict:
         pipeline.args, pipeline.train_msg = args, {}
         with _word_tokenizer_for(path), every_framework_load() as loads:
             pipeline._prepare_model_tokenizer()
-        reference_first = loads[1:] + loads[:1] if pipeline.ref_model is not None else loads
-        return loads_shape(reference_first, pipeline.model, pipeline.ref_model, path)
+        policy_first = loads[1:] + loads[:1] if pipeline.ref_model is not None else loads
+        return loads_shape(policy_first, pipeline.model, pipeline.ref_model, path)
 
 
 IMPLEMENTATION = Implementation(
