@@ -40,6 +40,7 @@ BUILTIN = {
     "llamafactory": "conformance.implementations.llamafactory:IMPLEMENTATION",
     "oumi": "conformance.implementations.oumi:IMPLEMENTATION",
     "axolotl": "conformance.implementations.axolotl:IMPLEMENTATION",
+    "ms-swift": "conformance.implementations.ms_swift:IMPLEMENTATION",
 }
 #: Level (as the divergence files name it) -> the adapter's callable for it.
 LEVEL_FUNCTIONS = {

@@ -34,7 +34,7 @@ def test_a_bad_implementation_is_refused_naming_field_value_and_accepted(value, 
     message = str(error.value)
     assert message.startswith(f"{ENV}={value!r} is not accepted: {why}")
     assert message.endswith(
-        "accepted: one of ['alignment-handbook', 'axolotl', 'llamafactory', 'oumi', 'reference'] "
+        "accepted: one of ['alignment-handbook', 'axolotl', 'llamafactory', 'ms-swift', 'oumi', 'reference'] "
         "or 'module:object' naming a conformance.implementation.Implementation"
     )
 
@@ -43,7 +43,7 @@ def test_module_object_and_builtin_name_give_the_same_implementation():
     assert load_implementation("conformance.implementations.reference:IMPLEMENTATION") is load_implementation(
         "reference"
     )
-    names = ["reference", "alignment-handbook", "llamafactory", "oumi", "axolotl"]
+    names = ["reference", "alignment-handbook", "llamafactory", "oumi", "axolotl", "ms-swift"]
     assert [i.name for i in builtin_implementations()] == names
     assert set(BUILTIN) == set(names)
 
@@ -98,3 +98,23 @@ def test_an_implementation_whose_framework_is_not_installed_is_refused_naming_it
         "accepted: an environment that has it (tox -e impl-x)"
     )
     Implementation("y", tmp_path / "y.toml", requires=("pytest", "unit")).check_installed()  # installed: no error
+
+
+@pytest.mark.skipif(importlib.util.find_spec("swift") is None, reason="requires ms-swift (tox -e impl-ms-swift)")
+def test_ms_swift_dpo_arguments_need_a_stand_in_for_trl_ppo_and_build_trl_dpo_config(tiny_checkpoints, tmp_path):
+    """ms-swift 4.6.0 rlhf_trainers/arguments.py:16 imports trl.experimental.ppo, which TRL 1.16 lacks:
+    without the adapter's stand-in the module does not import; with it the DPO arguments are TRL's own."""
+    import subprocess
+
+    from trl import DPOConfig
+
+    from .implementations.ms_swift import swift_arguments
+
+    importing = [sys.executable, "-c", "import swift.rlhf_trainers.arguments"]
+    bare = subprocess.run(importing, capture_output=True, text=True)
+    assert bare.returncode == 1
+    assert "No module named 'trl.experimental.ppo'" in bare.stderr
+    args = swift_arguments(str(tiny_checkpoints["llama"]), {}, str(tmp_path))
+    assert args.rlhf_type == "dpo"
+    assert isinstance(args.training_args, DPOConfig)
+    assert args.ref_model == str(tiny_checkpoints["llama"])  # a full fine-tune: the reference is the policy's path

@@ -55,7 +55,7 @@ def test_check_refuses_a_fresh_recording_unlike_the_committed_one(tmp_path):
 
 def test_the_committed_recordings_cover_the_reference_and_every_other_implementation():
     names = sorted(r["implementation"] for r in read(RECORDED))
-    assert names == ["alignment-handbook", "axolotl", "llamafactory", "oumi", "reference"]
+    assert names == ["alignment-handbook", "axolotl", "llamafactory", "ms-swift", "oumi", "reference"]
 
 
 def test_docs_table_is_what_the_generator_prints_from_the_committed_recordings():
