@@ -232,6 +232,19 @@ def test_report_shows_the_training_step_table_and_gpu_not_yet_measured(tmp_path)
     assert "| train-reference-x-bf16-sdpa-gc-b1x128 | 100.0 MiB / 100.0 MiB (+0.0%) |" in table
 
 
+
+def test_a_run_with_no_measured_memory_shows_latency_and_the_plan_and_says_n_a_once(tmp_path):
+    tiny = _case("train-lora-t-bf16-sdpa-gc-b1x128", measured=False)
+    tiny["extra_info"]["memory_source"] = (
+        "n/a: checkpoint below measurable size (211 KiB; host figures are read from 64 MiB up)"
+    )
+    table = markdown_table(load_run(_write(tmp_path, tiny)))
+
+    row = "| train-lora-t-bf16-sdpa-gc-b1x128 | reference | bfloat16 | sdpa | on | 1x128 | 12.0 s | 230.0 MiB |"
+    assert row in table
+    assert "measured peak" not in table and "accelerate off" not in table  # no column of n/a per case
+    assert "Training-step memory: n/a in all 1 cases: checkpoints of 211 KiB" in table
+
 # --- the planner of today against the recorded measurement -----------------------------------------
 
 

@@ -7,7 +7,7 @@ a run without a GPU says the GPU rows are not yet measured.
 
 from __future__ import annotations
 
-from .cells import ROUTINE_SKIP, format_bytes
+from .cells import ROUTINE_SKIP, format_bytes, not_measured
 from .runs import Run
 
 #: Components in the order of the step (benchmarks/test_train.COMPONENT_PLAN, then the not isolated).
@@ -27,18 +27,23 @@ def train_table(run: Run) -> str:
     """The markdown training-step tables of `run`, or "" when it has no training case."""
     if not run.train and not run.train_outcomes:
         return ""
-    peers = sorted({name for extra in run.train for name in extra.get("peers", {})})
-    header = (
-        "| case | setup | dtype | attention | checkpointing | batch x length | step latency | measured peak "
-        "| planned peak | plan off"
-    )
-    header += "".join(f" | {name} off" for name in peers) + " |"
+    # Where no case's memory was measured (the tiny run on CPU) the table is latency and the plan, and
+    # why memory is n/a is said once below it, not as a column of n/a per case and per peer.
+    measured_any = any(extra["train_step"]["peak"]["measured_bytes"] is not None for extra in run.train)
+    peers = sorted({name for extra in run.train for name in extra.get("peers", {})}) if measured_any else []
+    columns = ["measured peak", "planned peak", "plan off"] if measured_any else ["planned peak"]
+    columns += [f"{name} off" for name in peers]
     lines = [
         "Training step: the first DPO optimizer step's peak, read from the allocator, against the plan and "
-        "the peers (off = estimate / measured - 1):",
+        "the peers (off = estimate / measured - 1):"
+        if measured_any
+        else "Training step: latency of the first DPO optimizer steps and the plan's peak (memory not measurable "
+        "at this size):",
         "",
-        header,
-        "|---|---|---|---|---|---|---:|---:|---:|---:" + "|---:" * len(peers) + "|",
+        "| case | setup | dtype | attention | checkpointing | batch x length | step latency | "
+        + " | ".join(columns)
+        + " |",
+        "|---|---|---|---|---|---|---:|" + "---:|" * len(columns),
     ]
     measured_ids = {extra["case_id"] for extra in run.train}
     missing = [o for o in run.train_outcomes if o["case_id"] not in measured_ids]
@@ -49,18 +54,23 @@ def train_table(run: Run) -> str:
         if "train_step" not in item:
             reason = f"{item.get('outcome', '?')}: {item.get('reason', '')}".replace("|", "/")
             head = f"| {case_id} | {item.get('train_setup', '?')} | {item['dtype']} | {reason} "
-            lines.append(head + "| n/a " * (6 + len(peers)) + "|")
+            lines.append(head + "| n/a " * (3 + len(columns)) + "|")
             continue
         step, args = item["train_step"], item["training_arguments"]
         cells = [
             case_id, item["train_setup"], item["dtype"], item["attn_implementation"],
             "on" if args["gradient_checkpointing"] else "off", _size(args), f"{item['median_latency_s']:.1f} s",
-            format_bytes(step["peak"]["measured_bytes"]), format_bytes(step["peak"]["planned_bytes"]),
-            _off(step["peak"]["off"]), *(_off(item["peers"].get(name, {}).get("off")) for name in peers),
+            *([format_bytes(step["peak"]["measured_bytes"])] if measured_any else []),
+            format_bytes(step["peak"]["planned_bytes"]),
+            *([_off(step["peak"]["off"])] if measured_any else []),
+            *(_off(item["peers"].get(name, {}).get("off")) for name in peers),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if routine:
         lines += ["", f"({len(routine)} training cases skipped: {ROUTINE_SKIP})"]
+    if run.train and not measured_any:
+        sources = [extra.get("memory_source") or "not recorded" for extra in run.train]
+        lines += ["", not_measured("Training-step memory", sources)]
     if not any(extra.get("device") == "cuda" for extra in run.train):
         lines += ["", NOT_YET_MEASURED]
     components = _component_table(run)
