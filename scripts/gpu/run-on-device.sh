@@ -388,6 +388,13 @@ phase_realsize() {
         return
     fi
     bench_phase realsize "$CAP_REALSIZE" bench-realsize --realsize $(quick_flag "$REALSIZE_QUICK") -k "$REALSIZE_K"
+    # The DPO planner and the training-step plan held to the allocator's readings on the GPU (the same
+    # checks as tox -e bench-realsize-cpu; exit 2, nothing measured, when the phase ran no such case).
+    local check
+    for check in check_dpo_bill check_train_step; do
+        has_benchmarks "$WORK/bench-realsize.json" && MIN=5 run_phase "$check" 120 "$PY" -m "benchmarks.$check" \
+            "$WORK/bench-realsize.json"
+    done
 }
 
 phase_realsize8b() {
