@@ -1,4 +1,4 @@
-"""The README's findings, four short tables generated from what the project has recorded, never
+"""The README's findings, five short tables generated from what the project has recorded, never
 typed in: what changed in the policy load at each TRL release (the committed sweep,
 `conformance/sweep/`), how other frameworks' loading code compares with TRL's (the committed
 compatibility recordings, `conformance/recorded/compatibility/`), and whether the planners'
@@ -107,8 +107,17 @@ def trl3168() -> str:
     return table(realsize_config("qwen2-0.5b"))
 
 
+def per_rank_8b() -> str:
+    """Full DPO of the Llama-3.1-8B shape on 8 GPUs, GiB per rank under each engine
+    (`plan.sharding.engines_table`, as docs/distributed.md prints it)."""
+    from scripts.distributed_tables import planned_table
+
+    return planned_table()
+
+
 #: Block name -> its generator, in the order of the README.
-BLOCKS = {"trl-changes": trl_changes, "frameworks": frameworks, "planners": planners, "trl3168": trl3168}
+BLOCKS = {"trl-changes": trl_changes, "frameworks": frameworks, "planners": planners, "trl3168": trl3168,
+          "per-rank-8b": per_rank_8b}
 END = "<!-- front-door:end -->"
 
 
