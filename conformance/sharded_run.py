@@ -155,13 +155,25 @@ def _local(tensor):
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
+def one_step_config(out_dir: Path, name: str, **engine):
+    """The DPOConfig both engines' runs share: one float32 optimizer step of batch 2, nothing saved or
+    logged, in a fresh folder of `out_dir`; `engine` adds the engine's own fields."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=str(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=out_dir))),
+        report_to="none", bf16=False, max_steps=1, per_device_train_batch_size=2, save_strategy="no",
+        logging_strategy="no", model_init_kwargs={"dtype": "float32"}, **engine,
+    )
+
+
 def run_fsdp2_rank(out_dir: Path, checkpoint: str) -> dict:
     """TRL's DPOTrainer under FSDP2, one step: accelerate's device check bypassed (`fsdp2_on_cpu`)."""
     import torch
     from accelerate import PartialState
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     from conformance.upstream_patches import accelerate_distributed_type_with_fsdp_plugin_on_cpu, fsdp2_on_cpu
     from fixtures.preference_data import ROWS
@@ -174,11 +186,9 @@ def run_fsdp2_rank(out_dir: Path, checkpoint: str) -> dict:
         "engine": "fsdp2", "rank": state.process_index, "world_size": state.num_processes,
         "backend": state.backend, "accelerate_without_bypass": without_bypass,
     }
-    args = DPOConfig(
-        output_dir=str(Path(tempfile.mkdtemp(prefix=f"fsdp2-rank{state.process_index}-", dir=out_dir))),
-        report_to="none", bf16=False, max_steps=1, per_device_train_batch_size=2, save_strategy="no",
-        logging_strategy="no", use_cpu=True, ddp_backend="gloo", accelerator_config={"use_configured_state": True},
-        model_init_kwargs={"dtype": "float32"},
+    args = one_step_config(
+        out_dir, f"fsdp2-rank{state.process_index}",
+        use_cpu=True, ddp_backend="gloo", accelerator_config={"use_configured_state": True},
     )
     with fsdp2_on_cpu(FSDP2_PLUGIN):
         trainer = DPOTrainer(
@@ -242,7 +252,7 @@ def run_rank(engine: str, out_dir: Path, checkpoint: str) -> dict:
     import transformers.modeling_utils as modeling_utils
     from datasets import Dataset
     from transformers.integrations import is_deepspeed_zero3_enabled
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     from fixtures.preference_data import ROWS
     from policyload.plan.trainer import word_tokenizer
@@ -286,17 +296,9 @@ def run_rank(engine: str, out_dir: Path, checkpoint: str) -> dict:
     modeling_utils.load_state_dict = load_state_dict
     modeling_utils.safe_open = safe_open
 
-    args = DPOConfig(
-        output_dir=str(Path(tempfile.mkdtemp(prefix=f"{engine}-rank{os.environ['RANK']}-", dir=out_dir))),
-        report_to="none",
-        bf16=False,
-        max_steps=1,
-        per_device_train_batch_size=2,
-        save_strategy="no",
-        logging_strategy="no",
-        deepspeed=deepspeed_config(stage),
-        accelerator_config={"use_configured_state": not cuda},
-        model_init_kwargs={"dtype": "float32"},
+    args = one_step_config(
+        out_dir, f"{engine}-rank{os.environ['RANK']}",
+        deepspeed=deepspeed_config(stage), accelerator_config={"use_configured_state": not cuda},
     )
     state = PartialState()  # the workaround's on CPU; the one DPOConfig made on CUDA
     record.update(
