@@ -93,3 +93,47 @@ def test_benchmark_json_that_cannot_be_written_is_refused_at_the_start(tmp_path,
 def test_ci_runs_the_linter_and_the_python_310_tools():
     ci = ci_commands((ROOT / ".ci" / "run").read_text())
     assert "tox -e lint,py310-tools" in ci
+
+
+FAKE_TOX = """#!/usr/bin/env bash
+# A tox whose installs (--notest) fail the first $INSTALL_FAILURES times and whose test run exits $TEST_RC.
+echo "$*" >> "$CALLS"
+if [[ " $* " == *" --notest "* ]]; then
+    failed=$(grep -c -- "--notest" "$CALLS")
+    [ "$failed" -gt "$INSTALL_FAILURES" ] || exit 1
+    exit 0
+fi
+exit "$TEST_RC"
+"""
+
+
+@pytest.mark.parametrize(
+    ("install_failures", "test_rc", "expected_rc", "expected_calls"),
+    [
+        # Cut downloads: two failed installs, the third builds, the tests run once.
+        (2, 0, 0, ["-e x --notest"] * 3 + ["-e x"]),
+        # A failing test is never retried: one install, one run, its failure is the result.
+        (0, 1, 1, ["-e x --notest", "-e x"]),
+        # Three failed installs: the run fails without running the tests.
+        (3, 0, 1, ["-e x --notest"] * 3),
+    ],
+    ids=["install-retried", "test-failure-not-retried", "install-gives-up-after-three"],
+)
+def test_ci_retries_installs_and_never_tests(tmp_path, install_failures, test_rc, expected_rc, expected_calls):
+    fake_tox = tmp_path / "tox"
+    fake_tox.write_text(FAKE_TOX)
+    fake_tox.chmod(0o755)
+    calls = tmp_path / "calls"
+    calls.touch()
+    env = {**os.environ, "CALLS": str(calls), "INSTALL_FAILURES": str(install_failures), "TEST_RC": str(test_rc),
+           "TOX_BIN": str(fake_tox), "CI_RETRY_PAUSE_S": "0"}
+    result = subprocess.run(["bash", "-c", f"source {ROOT / '.ci' / 'installs.sh'} && tox_run -e x"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == expected_rc, result.stderr
+    assert calls.read_text().splitlines() == expected_calls
+
+
+def test_ci_runs_every_tox_command_through_the_retried_install():
+    script = (ROOT / ".ci" / "run").read_text()
+    assert "source .ci/installs.sh" in script and "tox=tox_run" in script
+    assert "/bin/tox " not in script.replace('TOX_BIN=".ci-venv/bin/tox"', ""), "a tox call that skips tox_run"
