@@ -26,6 +26,8 @@ RECIPE_LEVEL = "recipe"
 PLACEMENT_LEVEL = "placement"
 #: Every load of DPO training against TRL's DPO recipe and trainer (test_dpo_plan.py; cases in dpo_cases.py).
 DPO_PLAN_LEVEL = "dpo-plan"
+#: How TRL prepares the reference under DeepSpeed and FSDP2 (test_reference_engine.py).
+REFERENCE_ENGINE_LEVEL = "reference-engine"
 
 # --- level "quantization" -------------------------------------------------------------------
 
@@ -192,6 +194,25 @@ def loading_cases():
     ]
 
 
+# --- level "reference-engine" ---------------------------------------------------------------
+
+#: ZeRO configs by case id: the stage, and what else the user's config carries (`offload_optimizer`,
+#: `offload_param`, or `blocks`: the `optimizer` and `scheduler` blocks of DeepSpeed's own examples).
+REFERENCE_ENGINE_DEEPSPEED_CASES = {
+    "zero1": dict(stage=1),
+    "zero2": dict(stage=2),
+    "zero3": dict(stage=3),
+    "zero1-offload-optimizer": dict(stage=1, offload_optimizer=True),
+    "zero2-offload-optimizer": dict(stage=2, offload_optimizer=True),
+    "zero3-offload-optimizer": dict(stage=3, offload_optimizer=True),
+    "zero3-offload-param": dict(stage=3, offload_param=True),
+    "zero2-optimizer-scheduler": dict(stage=2, blocks=True),
+    "zero3-optimizer-scheduler": dict(stage=3, blocks=True),
+}
+#: The FSDP case: accelerate's FSDP2 plugin.
+REFERENCE_ENGINE_FSDP_CASE = "fsdp2"
+
+
 def all_case_ids() -> dict[str, set]:
     """Every case id each level with divergences can produce, matrix and property inputs alike."""
     return {
@@ -200,4 +221,5 @@ def all_case_ids() -> dict[str, set]:
         RECIPE_LEVEL: recipe_case_ids(),
         PLACEMENT_LEVEL: placement_case_ids(),
         DPO_PLAN_LEVEL: dpo_case_ids(),
+        REFERENCE_ENGINE_LEVEL: {*REFERENCE_ENGINE_DEEPSPEED_CASES, REFERENCE_ENGINE_FSDP_CASE},
     }

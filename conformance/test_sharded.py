@@ -80,8 +80,9 @@ def runs(request, odd_llama, tmp_path_factory) -> dict[int, dict[int, dict]]:
     return read_records(out_dir)
 
 
-def rank_plan(checkpoint, stage, world_size: int = 2):
-    """The per-rank plan for a ZeRO stage, or for FSDP2 (`stage="fsdp2"`)."""
+def rank_plan(checkpoint, stage, world_size: int = 2, **offload):
+    """The per-rank plan for a ZeRO stage (`offload`: DPOOptions' offload_optimizer / offload_param), or
+    for FSDP2 (`stage="fsdp2"`)."""
     from transformers import AutoConfig
 
     from policyload.plan import DPOOptions, plan_dpo_loads
@@ -90,7 +91,9 @@ def rank_plan(checkpoint, stage, world_size: int = 2):
     if stage == "fsdp2":
         options = DPOOptions(distributed_type="FSDP", world_size=world_size)
     else:
-        options = DPOOptions(distributed_type="DEEPSPEED", deepspeed_zero_stage=stage, world_size=world_size)
+        options = DPOOptions(
+            distributed_type="DEEPSPEED", deepspeed_zero_stage=stage, world_size=world_size, **offload
+        )
     plan = plan_dpo_loads(LoadSpec(str(checkpoint), dtype="float32"), options, Topology("cuda"))
     return plan_per_rank(plan, AutoConfig.from_pretrained(checkpoint))
 
