@@ -37,6 +37,7 @@ from .test_sharded import rank_plan
 #: The reference's own file: this level compares TRL with policyload's plan, whatever implementation is selected.
 REFERENCE_DIVERGENCES = load_divergences(DIVERGENCES_FILE)
 
+
 def deepspeed_config(stage: int, offload_optimizer=False, offload_param=False, blocks=False) -> dict:
     """A ZeRO config as users write it (the `optimizer` and `scheduler` blocks of DeepSpeed's own examples)."""
     zero = {"stage": stage}
