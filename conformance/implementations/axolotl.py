@@ -62,6 +62,9 @@ def axolotl_config(path: str, fields: dict, output_dir: str):
         "num_epochs": 1,
         "learning_rate": 1e-5,
         "sequence_len": 64,
+        # This CPU: without it, the schema's default_dataloader_opts asks for one worker per GPU (0 here)
+        # with prefetch 256, which transformers' TrainingArguments refuses (the DPO level builds them).
+        "dataloader_num_workers": 0,
         **_FLAGS.get(dtype, {}),
     }
     quant = {
@@ -123,29 +126,111 @@ def model_kwargs(path: str, fields: dict, topology) -> dict:
         return first_load(lambda: ModelLoader(cfg, word_tokenizer(ROWS)).load(), path)
 
 
+#: Modules `axolotl.core.builders` imports at import time that this environment lacks, none of them
+#: on the DPO path: Triton (GPU kernels; monkeypatch/trainer/utils.py:17, imported by core/builders/
+#: base.py:30 via monkeypatch/trainer/__init__.py) and `trl.experimental.prm` (PRM left TRL after the
+#: 1.9.0 axolotl pins; core/trainers/trl.py:6, for its PRM trainer).
+STAND_INS = ("triton", "triton.language", "trl.experimental.prm")
+
+
+class _Inert:
+    """An attribute of a stand-in module: any call returns another, a lone function is returned as
+    is (`@triton.jit`); dunder names are absent, so `inspect` and pydantic see no source file."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Inert()
+
+    def __call__(self, *args, **kwargs):
+        return args[0] if len(args) == 1 and callable(args[0]) and not kwargs else _Inert()
+
+
+def _stand_in(name: str):
+    import types
+
+    module = types.ModuleType(name)
+    module.__path__ = []
+
+    def attribute(key):
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return _Inert() if name.startswith("triton") else type(key, (), {})  # a class: PRMTrainer is subclassed
+
+    module.__getattr__ = attribute
+    return module
+
+
+def trainer_builders():
+    """`axolotl.core.builders`, imported with a stand-in for each of `STAND_INS` this environment
+    lacks, the stand-ins removed again afterwards. `axolotl.monkeypatch.trainer.utils` (the Triton
+    kernels) is dropped from `sys.modules` too, so that axolotl's patch manager
+    (loaders/patch_manager.py `_apply_trl_trainer_utils_patches`) still finds no Triton, as on this
+    machine, and leaves TRL's `selective_log_softmax` as it is."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if "axolotl.core.builders" in sys.modules:
+        return sys.modules["axolotl.core.builders"]
+    missing = []
+    for name in STAND_INS:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a submodule of a missing package
+            found = False
+        if not found:
+            missing.append(name)
+    sys.modules.update({name: _stand_in(name) for name in missing})
+    try:
+        return importlib.import_module("axolotl.core.builders")
+    finally:
+        for name in missing:
+            del sys.modules[name]
+        if "triton" in missing:
+            sys.modules.pop("axolotl.monkeypatch.trainer.utils", None)
+
+
 def dpo_loads(case, path: str) -> dict:
-    """`setup_model_and_tokenizer` then `setup_reference_model`, recorded (train.py `train`)."""
+    """`train.py setup_model_and_trainer`'s loads, recorded: `setup_model_and_tokenizer` (the
+    policy; with an adapter, ModelLoader only builds the LoraConfig, loaders/model.py:509-524
+    `config_only=True`, "the DPO trainer doesn't want the PEFT model loaded over it"), then
+    `setup_reference_model` (none with an adapter: train.py:145 "use built-in trl autounwrap"), then
+    `utils/trainer.py setup_trainer` -> `HFRLTrainerBuilder.build` (core/builders/rl.py:275-279 hands
+    the LoraConfig to its AxolotlDPOTrainer, TRL's DPOTrainer, which builds the PeftModel and decides
+    whether to load a reference). The data set is the suite's preference data, loaded as TRL's recipe
+    loads it (axolotl's own data pipeline builds no model). Building the training arguments,
+    transformers' TrainingArguments is told a bf16 GPU is there (`is_torch_bf16_gpu_available`),
+    the capabilities `validate_config` was given."""
     import tempfile
+    from unittest import mock
+
+    from datasets import load_dataset
 
     from axolotl.train import setup_model_and_tokenizer, setup_reference_model
+    from fixtures.preference_data import preference_dataset
 
     from ..framework_loads import every_framework_load, loads_shape
 
     if case.policy != "path":
         raise NotApplicable("train() loads the policy from base_model; no model instance is taken")
-    if case.mode in ("peft", "qlora"):
-        raise NotApplicable(
-            "setup_model_and_tokenizer hands the LoRA config to the trainer, which builds the adapter; not run here"
-        )
     if case.mode in ("precompute", "4bit-nopeft"):
         raise NotApplicable(f"{case.mode}: not a field of axolotl's DPO config (4-bit is adapter: qlora)")
     _this_cpu_only(case.topology, case.distributed_type)
-    with tempfile.TemporaryDirectory() as output_dir:
+    trainer_builders()
+    from axolotl.utils.trainer import setup_trainer
+
+    data = load_dataset(str(preference_dataset()))["train"]
+    with tempfile.TemporaryDirectory() as output_dir, mock.patch.dict(os.environ):
         cfg = axolotl_config(path, case.fields, output_dir)
-        with every_framework_load() as loads:
-            policy, tokenizer, _, _ = setup_model_and_tokenizer(cfg)
+        with (
+            every_framework_load() as loads,
+            mock.patch("transformers.training_args.is_torch_bf16_gpu_available", lambda: True),
+        ):
+            policy, tokenizer, peft_config, _ = setup_model_and_tokenizer(cfg)
             reference = setup_reference_model(cfg, tokenizer)
-        return loads_shape(loads, policy, reference, path)
+            trainer = setup_trainer(cfg, data, None, policy, tokenizer, None, 1, reference, peft_config)
+        return loads_shape(loads, trainer.model, trainer.ref_model, path)
 
 
 IMPLEMENTATION = Implementation(

@@ -18,7 +18,8 @@ with the suite's word tokenizer for that path (`_word_tokenizer_for`).
 
 How a case maps: the dtype is `torch_dtype` (a case without one leaves ms-swift's default);
 4-bit is `quant_method='bnb', quant_bits=4` with the 4-bit options as its `bnb_4bit_*` fields,
-8-bit `quant_bits=8`; `use_peft` is `tuner_type='lora'`; `attn_implementation` is `attn_impl`,
+8-bit `quant_bits=8`; `use_peft` is `tuner_type='lora'` with TRL's `ModelConfig` LoRA values
+(`lora_rank`, `lora_alpha`, `lora_dropout`; the targets stay ms-swift's default, all-linear); `attn_implementation` is `attn_impl`,
 `model_revision` is `model_revision`. `model_type` and `template` are named (`_TEMPLATES`): for a
 local Llama folder four registered model types and many templates match, and ms-swift refuses to
 guess (GPT-2 has no registered model type). Not expressible: dtype "auto", both quantizations at
@@ -101,7 +102,10 @@ def swift_arguments(path: str, fields: dict, output_dir: str):
         if trl_name in fields:
             raw[swift_name] = fields.pop(trl_name)
     if fields.pop("use_peft", False):
-        raw["tuner_type"] = "lora"
+        from ..trl_oracle import model_config
+
+        trl = model_config(path)
+        raw.update(tuner_type="lora", lora_rank=trl.lora_r, lora_alpha=trl.lora_alpha, lora_dropout=trl.lora_dropout)
     if "model_revision" in fields:
         raw["model_revision"] = fields.pop("model_revision")
     if "attn_implementation" in fields:
@@ -156,8 +160,15 @@ def model_kwargs(path: str, fields: dict, topology) -> dict:
 
 
 def dpo_loads(case, path: str) -> dict:
-    """`SwiftRLHF._prepare_model_tokenizer`, recorded: ms-swift loads the reference first; the
-    recording is put policy first, as the shared shape reads it."""
+    """`SwiftRLHF._prepare_model_tokenizer`, then `SwiftRLHF.prepare_model` (the tuner: the LoRA
+    adapter, pipelines/train/tuner.py:372 TunerMixin.prepare_model -> prepare_adapter), as
+    `SwiftSft.run` calls it (pipelines/train/sft.py:174; `template` and `train_dataset` are read by
+    LoRA-GA only), recorded. The reference is `RLHFArguments.__post_init__`'s decision
+    (arguments/rlhf_args.py:294-299: `ref_model = model` for a full fine-tune, none for LoRA). Its
+    DPOTrainer is not built: it deletes TRL's `__init__` (rlhf_trainers/dpo_trainer.py:28) and its
+    own (rlhf_mixin.py `RLHFTrainerMixin.__init__`) loads nothing and changes no parameter, only
+    wraps a reference it is given. ms-swift loads the reference first; the recording is put policy
+    first, as the shared shape reads it."""
     import tempfile
 
     from swift.pipelines.train.rlhf import SwiftRLHF
@@ -166,8 +177,6 @@ def dpo_loads(case, path: str) -> dict:
 
     if case.policy != "path":
         raise NotApplicable("SwiftRLHF loads the policy from args.model; no model instance is taken")
-    if case.mode in ("peft", "qlora"):
-        raise NotApplicable("SwiftSft.run builds the LoRA adapter (prepare_model, after the dataset); not run here")
     if case.mode in ("precompute", "4bit-nopeft"):
         raise NotApplicable(f"{case.mode}: not a field of ms-swift's DPO arguments")
     _this_cpu_only(case.topology, case.distributed_type)
@@ -177,8 +186,9 @@ def dpo_loads(case, path: str) -> dict:
         pipeline.args, pipeline.train_msg = args, {}
         with _word_tokenizer_for(path), every_framework_load() as loads:
             pipeline._prepare_model_tokenizer()
+            policy = pipeline.prepare_model(args, pipeline.model)
         policy_first = loads[1:] + loads[:1] if pipeline.ref_model is not None else loads
-        return loads_shape(policy_first, pipeline.model, pipeline.ref_model, path)
+        return loads_shape(policy_first, policy, pipeline.ref_model, path)
 
 
 IMPLEMENTATION = Implementation(
