@@ -146,3 +146,17 @@ def remote_code_path() -> Path:
 @pytest.fixture(scope="session")
 def preference_data() -> Path:
     return preference_dataset()
+
+
+@pytest.fixture(scope="session")
+def dpo_checkpoint(tiny_checkpoints, tmp_path_factory):
+    """The tiny Llama with a tokenizer beside it: TRL's recipe (and a framework's DPO path) loads its
+    processing class from the path."""
+    from fixtures.preference_data import ROWS
+    from policyload.plan.trainer import word_tokenizer
+
+    folder = tmp_path_factory.mktemp("dpo-checkpoint")
+    for file in tiny_checkpoints["llama"].iterdir():
+        shutil.copy(file, folder / file.name)
+    word_tokenizer(ROWS).save_pretrained(folder)
+    return folder

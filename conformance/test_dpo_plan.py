@@ -16,7 +16,6 @@ is wrapped.
 from __future__ import annotations
 
 import contextlib
-import shutil
 
 import pytest
 
@@ -37,16 +36,6 @@ from .upstream_patches import trl_device_decider, trl_partial_state
 
 def _tokenizer():
     return word_tokenizer(ROWS)
-
-
-@pytest.fixture(scope="session")
-def dpo_checkpoint(tiny_checkpoints, tmp_path_factory):
-    """The tiny Llama with a tokenizer beside it: the recipe loads its processing class from the path."""
-    folder = tmp_path_factory.mktemp("dpo-checkpoint")
-    for file in tiny_checkpoints["llama"].iterdir():
-        shutil.copy(file, folder / file.name)
-    _tokenizer().save_pretrained(folder)
-    return folder
 
 
 def _training_args(case: DPOCase, output_dir):

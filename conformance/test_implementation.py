@@ -1,6 +1,7 @@
 """The implementation under test as a parameter: how it is named, refused, skipped and adapted."""
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -118,3 +119,94 @@ def test_ms_swift_dpo_arguments_need_a_stand_in_for_trl_ppo_and_build_trl_dpo_co
     assert args.rlhf_type == "dpo"
     assert isinstance(args.training_args, DPOConfig)
     assert args.ref_model == str(tiny_checkpoints["llama"])  # a full fine-tune: the reference is the policy's path
+
+
+#: TRL's adapter on the tiny Llama for `--use_peft` (ModelConfig: r 16, alpha 32, dropout 0.05; PEFT's
+#: Llama default targets q_proj and v_proj, in each of its two layers).
+TRL_LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
+Q_V_TARGETS = tuple(f"model.layers.{layer}.self_attn.{name}_proj" for layer in (0, 1) for name in ("q", "v"))
+
+
+def _trl_and_framework(case, dpo_checkpoint, preference_data, tmp_path):
+    from .agreement import observe
+    from .test_dpo_plan import trl_loads
+
+    path = str(dpo_checkpoint)
+    trl = observe(trl_loads, case, path, preference_data, tmp_path)
+    return trl, observe(selected().dpo_loads, case, path)
+
+
+@pytest.mark.skipif(selected().name != "axolotl", reason="requires axolotl selected (tox -e impl-axolotl)")
+def test_axolotl_lora_loads_no_reference_and_a_reference_loaded_anyway_is_reported(
+    dpo_checkpoint, preference_data, tmp_path, monkeypatch
+):
+    """adapter: lora: one load, TRL's adapter (built by TRL's DPOTrainer, which axolotl's builder hands
+    the LoraConfig), TRL's kernels left unpatched by the Triton stand-in. Planted: a
+    setup_reference_model that loads a reference anyway (what `rl_adapter_ref_model: true` asks for):
+    the comparison with TRL's run reports the unlisted reference."""
+    import axolotl.train
+    import trl.trainer.utils as trl_utils
+    from axolotl.loaders.model import ModelLoader
+
+    from .agreement import explain, observe
+    from .cases import DPO_PLAN_LEVEL
+    from .dpo_cases import DPOCase
+
+    case = DPOCase("bfloat16", "peft")
+    kernel = trl_utils.selective_log_softmax
+    trl, ours = _trl_and_framework(case, dpo_checkpoint, preference_data, tmp_path)
+    assert trl.value["adapter"] == ours.value["adapter"] == {
+        **TRL_LORA, "targets": Q_V_TARGETS, "dtype": "float32", "base_dtype": "bfloat16"
+    }  # fmt: skip
+    assert sorted(ours.value) == ["adapter", "policy"]
+    assert explain(DPO_PLAN_LEVEL, str(case), ours, trl) is None
+    assert trl_utils.selective_log_softmax is kernel  # axolotl's patch manager found no Triton
+
+    def loads_a_reference(cfg, tokenizer, processor=None):
+        return ModelLoader(cfg, tokenizer, processor=processor, reference_model=True).load()[0]
+
+    monkeypatch.setattr(axolotl.train, "setup_reference_model", loads_a_reference)
+    planted = observe(selected().dpo_loads, case, str(dpo_checkpoint))
+    assert planted.value["reference"]["source"] == "disk"
+    message = explain(DPO_PLAN_LEVEL, str(case), planted, trl)
+    assert re.search(rf"\n    reference: reference {{'source': 'disk'.*, TRL <absent> \[{case}\] \(not a listed key\)", message)
+
+
+@pytest.mark.skipif(selected().name != "ms-swift", reason="requires ms-swift selected (tox -e impl-ms-swift)")
+def test_ms_swift_qlora_loads_no_reference_and_a_reference_loaded_anyway_is_reported(
+    dpo_checkpoint, preference_data, tmp_path, monkeypatch
+):
+    """tuner_type lora on a 4-bit policy: one load, double quantization on, the adapter on every
+    linear layer and float32 (TRL: q/v, bfloat16). Planted: arguments that keep a reference for LoRA
+    (what RLHFArguments.__post_init__ sets for a full fine-tune): the comparison reports it."""
+    from .agreement import explain, observe
+    from .cases import DPO_PLAN_LEVEL
+    from .dpo_cases import DPOCase
+    from .implementations import ms_swift
+
+    case = DPOCase("bfloat16", "qlora")
+    trl, ours = _trl_and_framework(case, dpo_checkpoint, preference_data, tmp_path)
+    every_linear = tuple(
+        f"model.layers.{layer}.{name}"
+        for layer in (0, 1)
+        for name in ("mlp.down_proj", "mlp.gate_proj", "mlp.up_proj")
+        + tuple(f"self_attn.{x}_proj" for x in ("k", "o", "q", "v"))
+    )
+    assert ours.value["adapter"] == {**TRL_LORA, "targets": every_linear, "dtype": "float32", "base_dtype": "bfloat16"}
+    assert trl.value["adapter"] == {**TRL_LORA, "targets": Q_V_TARGETS, "dtype": "bfloat16", "base_dtype": "bfloat16"}
+    assert ours.value["policy"]["kwargs"]["quantization_config"]["bnb_4bit_use_double_quant"] is True
+    assert sorted(ours.value) == ["adapter", "policy"]
+    assert explain(DPO_PLAN_LEVEL, str(case), ours, trl) is None
+
+    arguments = ms_swift.swift_arguments
+
+    def keeping_a_reference(path, fields, output_dir):
+        args = arguments(path, fields, output_dir)
+        args.ref_model, args.ref_model_type = args.model, args.model_type
+        return args
+
+    monkeypatch.setattr(ms_swift, "swift_arguments", keeping_a_reference)
+    planted = observe(selected().dpo_loads, case, str(dpo_checkpoint))
+    assert planted.value["reference"]["source"] == "disk"
+    message = explain(DPO_PLAN_LEVEL, str(case), planted, trl)
+    assert re.search(rf"\n    reference: reference {{'source': 'disk'.*, TRL <absent> \[{case}\] \(not a listed key\)", message)
