@@ -2,12 +2,16 @@
 
 The config is axolotl's YAML as a dict, checked and filled by its own `utils/config`
 `validate_config` and `normalize_config`; then `train.py setup_model_and_tokenizer` (the policy,
-through `loaders/model.py ModelLoader`, adapter included) and `setup_reference_model` (the
-reference: a second `ModelLoader(..., reference_model=True)` unless a LoRA adapter lets TRL
-unwrap it), as `train.py train` calls them, with `from_pretrained` intercepted.
+through `loaders/model.py ModelLoader`; with an adapter, only its LoraConfig),
+`setup_reference_model` (the reference: a second `ModelLoader(..., reference_model=True)` unless a
+LoRA adapter lets TRL unwrap it) and, at the DPO-plan level, `utils/trainer.py setup_trainer` (its
+trainer builder, whose DPOTrainer, TRL's, builds the adapter), as `train.py
+setup_model_and_trainer` calls them, with `from_pretrained` intercepted.
 
 Installed --no-deps (it pins transformers 5.16.1 and trl 1.9.0, and pulls GPU kernels), plus
-what its loader and config schema import (tox.ini). `AXOLOTL_DO_NOT_TRACK=1`: its telemetry
+what its loader, config schema and trainer builder import (tox.ini); what the builder imports and
+this environment lacks, none of it on the DPO path, is stood in for while it imports
+(`trainer_builders`). `AXOLOTL_DO_NOT_TRACK=1`: its telemetry
 (posthog) is off. `capabilities={"bf16": True}`: the GPU capabilities its CLI passes to
 `validate_config` (this CPU has none; without it `bf16: true` is refused).
 
@@ -242,6 +246,6 @@ IMPLEMENTATION = Implementation(
         "quantization": "built inline in loaders/model.py ModelLoader (no function); see the recipe level",
         "device-map": "decided inline in loaders/model.py ModelLoader (no function); see the recipe level",
     },
-    description="axolotl 0.19.0: validate_config + ModelLoader, train.py's policy and reference loads",
+    description="axolotl 0.19.0: validate_config + ModelLoader, train.py's policy and reference loads, its DPOTrainer's adapter",
     requires=("axolotl", "impl-axolotl"),
 )

@@ -200,6 +200,6 @@ IMPLEMENTATION = Implementation(
         "quantization": "QuantizeArguments.get_quantization_config reads the whole arguments; see the recipe level",
         "device-map": "model/utils.py get_default_device_map reads the machine, not a config; see the recipe level",
     },
-    description="ms-swift 4.6.0: RLHFArguments(rlhf_type='dpo'), SwiftRLHF's reference and policy loads",
+    description="ms-swift 4.6.0: RLHFArguments(rlhf_type='dpo'), SwiftRLHF's reference and policy loads, prepare_model's adapter",
     requires=("ms-swift", "impl-ms-swift"),
 )
