@@ -209,9 +209,9 @@ def dpo_loads(case, path: str) -> dict:
     import tempfile
     from unittest import mock
 
+    from axolotl.train import setup_model_and_tokenizer, setup_reference_model
     from datasets import load_dataset
 
-    from axolotl.train import setup_model_and_tokenizer, setup_reference_model
     from fixtures.preference_data import preference_dataset
 
     from ..framework_loads import every_framework_load, loads_shape
@@ -246,6 +246,8 @@ IMPLEMENTATION = Implementation(
         "quantization": "built inline in loaders/model.py ModelLoader (no function); see the recipe level",
         "device-map": "decided inline in loaders/model.py ModelLoader (no function); see the recipe level",
     },
-    description="axolotl 0.19.0: validate_config + ModelLoader, train.py's policy and reference loads, its DPOTrainer's adapter",
+    description=(
+        "axolotl 0.19.0: validate_config + ModelLoader, train.py's policy and reference loads, its DPOTrainer's adapter"
+    ),
     requires=("axolotl", "impl-axolotl"),
 )

@@ -18,8 +18,9 @@ with the suite's word tokenizer for that path (`_word_tokenizer_for`).
 
 How a case maps: the dtype is `torch_dtype` (a case without one leaves ms-swift's default);
 4-bit is `quant_method='bnb', quant_bits=4` with the 4-bit options as its `bnb_4bit_*` fields,
-8-bit `quant_bits=8`; `use_peft` is `tuner_type='lora'` with TRL's `ModelConfig` LoRA values
-(`lora_rank`, `lora_alpha`, `lora_dropout`; the targets stay ms-swift's default, all-linear); `attn_implementation` is `attn_impl`,
+8-bit `quant_bits=8`; `use_peft` is `tuner_type='lora'` with TRL's `ModelConfig` LoRA
+values (`lora_rank`, `lora_alpha`, `lora_dropout`; the targets stay ms-swift's default,
+all-linear); `attn_implementation` is `attn_impl`,
 `model_revision` is `model_revision`. `model_type` and `template` are named (`_TEMPLATES`): for a
 local Llama folder four registered model types and many templates match, and ms-swift refuses to
 guess (GPT-2 has no registered model type). Not expressible: dtype "auto", both quantizations at
@@ -200,6 +201,8 @@ IMPLEMENTATION = Implementation(
         "quantization": "QuantizeArguments.get_quantization_config reads the whole arguments; see the recipe level",
         "device-map": "model/utils.py get_default_device_map reads the machine, not a config; see the recipe level",
     },
-    description="ms-swift 4.6.0: RLHFArguments(rlhf_type='dpo'), SwiftRLHF's reference and policy loads, prepare_model's adapter",
+    description=(
+        "ms-swift 4.6.0: RLHFArguments(rlhf_type='dpo'), SwiftRLHF's reference and policy loads, its prepare_model"
+    ),
     requires=("ms-swift", "impl-ms-swift"),
 )
