@@ -141,9 +141,12 @@ def test_axolotl_lora_loads_no_reference_and_a_reference_loaded_anyway_is_report
     dpo_checkpoint, preference_data, tmp_path, monkeypatch
 ):
     """adapter: lora: one load, TRL's adapter (built by TRL's DPOTrainer, which axolotl's builder hands
-    the LoraConfig), TRL's kernels left unpatched by the Triton stand-in. Planted: a
+    the LoraConfig); its builder does not import here without the stand-ins (`trainer_builders`), and
+    TRL's kernels are left unpatched by them. Planted: a
     setup_reference_model that loads a reference anyway (what `rl_adapter_ref_model: true` asks for):
     the comparison with TRL's run reports the unlisted reference."""
+    import subprocess
+
     import axolotl.train
     import trl.trainer.utils as trl_utils
     from axolotl.loaders.model import ModelLoader
@@ -152,6 +155,8 @@ def test_axolotl_lora_loads_no_reference_and_a_reference_loaded_anyway_is_report
     from .cases import DPO_PLAN_LEVEL
     from .dpo_cases import DPOCase
 
+    bare = subprocess.run([sys.executable, "-c", "import axolotl.core.builders"], capture_output=True, text=True)
+    assert bare.returncode == 1 and "No module named 'triton'" in bare.stderr  # the stand-ins are needed
     case = DPOCase("bfloat16", "peft")
     kernel = trl_utils.selective_log_softmax
     trl, ours = _trl_and_framework(case, dpo_checkpoint, preference_data, tmp_path)

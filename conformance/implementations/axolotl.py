@@ -132,8 +132,8 @@ def model_kwargs(path: str, fields: dict, topology) -> dict:
 
 #: Modules `axolotl.core.builders` imports at import time that this environment lacks, none of them
 #: on the DPO path: Triton (GPU kernels; monkeypatch/trainer/utils.py:17, imported by core/builders/
-#: base.py:30 via monkeypatch/trainer/__init__.py) and `trl.experimental.prm` (PRM left TRL after the
-#: 1.9.0 axolotl pins; core/trainers/trl.py:6, for its PRM trainer).
+#: base.py:30 via monkeypatch/trainer/__init__.py) and `trl.experimental.prm` (absent from TRL 1.16;
+#: axolotl 0.19.0 pins trl 1.9.0; core/trainers/trl.py:6, for its PRM trainer).
 STAND_INS = ("triton", "triton.language", "trl.experimental.prm")
 
 
