@@ -1,6 +1,7 @@
 """The implementation under test as a parameter: how it is named, refused, skipped and adapted."""
 
 import importlib.util
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -88,6 +89,42 @@ def test_alignment_handbook_is_reached_without_its_package_init():
     assert Path(module.__file__).name == "model_utils.py"
     assert "alignment.decontaminate" not in sys.modules
     assert not hasattr(sys.modules["alignment"], "__version__")  # set by the __init__ it skipped
+
+
+#: What alignment-handbook v0.3.0's scripts/run_dpo.py passes DPOTrainer by name (lines 190-204), and the
+#: DPOConfig fields it reads (beta 195, max_length 198, max_prompt_length 199, loss_type 201).
+RUN_DPO_TRAINER_KEYWORDS = (
+    "model_init_kwargs", "ref_model_init_kwargs", "beta", "tokenizer", "max_length", "max_prompt_length", "loss_type",
+)
+RUN_DPO_CONFIG_FIELDS = ("beta", "max_length", "max_prompt_length", "loss_type")
+
+
+def model_loads_in_package(package_dir: Path) -> set[str]:
+    """Every `X.from_pretrained` called in a package's sources."""
+    return {
+        match
+        for source in package_dir.rglob("*.py")
+        for match in re.findall(r"(\w+)\.from_pretrained\(", source.read_text())
+    }
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("alignment") is None, reason="requires alignment-handbook (tox -e impl-alignment-handbook)"
+)
+def test_alignment_handbook_loads_no_model_and_its_script_cannot_reach_this_trl():
+    """Why its recipe and DPO-plan cells say "no function": the release's package loads only a tokenizer,
+    and the DPO load (inline in the repository's scripts/run_dpo.py) does not run against TRL 1.16.
+    Fails when a release brings a model-loading function (then write `model_kwargs`/`dpo_loads`) or
+    when TRL takes the script's keywords again."""
+    import trl
+
+    from .implementations.alignment_handbook import model_utils
+
+    package_dir = Path(model_utils().__file__).parent
+    assert model_loads_in_package(package_dir) == {"AutoTokenizer"}
+    trainer_parameters = inspect.signature(trl.DPOTrainer.__init__).parameters
+    assert [k for k in RUN_DPO_TRAINER_KEYWORDS if k in trainer_parameters] == []
+    assert [f for f in RUN_DPO_CONFIG_FIELDS if f not in trl.DPOConfig.__dataclass_fields__] == ["max_prompt_length"]
 
 
 def test_an_implementation_whose_framework_is_not_installed_is_refused_naming_its_environment(tmp_path):

@@ -9,8 +9,16 @@ functions under test never use it (only `is_adapter_model` does), so that name i
 import. The package pins huggingface-hub<1.0, which transformers 5.24 cannot run with (it asks for
 >=1.31): it is installed --no-deps.
 
-The full keyword set and the DPO plan have no function here: `scripts/run_dpo.py` builds its
-`from_pretrained` keywords inline and is not part of the distribution.
+The full keyword set and the DPO plan have no function here. The release's package loads no model
+(its only `from_pretrained` is the tokenizer's): the DPO load is inline in the repository's
+`scripts/run_dpo.py` (tag v0.3.0, lines 141-204), which is not in the distribution and cannot run
+against TRL 1.16 either: it reads `DPOConfig.max_prompt_length` (line 199; AttributeError, TRL 1.16's
+DPOConfig has no such field) and hands its keywords to `DPOTrainer(model_init_kwargs=...,
+ref_model_init_kwargs=..., beta=..., tokenizer=..., ...)`, none of which TRL 1.16's DPOTrainer takes
+(seen on 2026-12-05, the script's lines run in this environment). The repository pinned
+`trl>=0.9.6,<0.13.0` after the release (huggingface/alignment-handbook#212, "Modern TRL is not
+compatible"). `test_alignment_handbook_loads_no_model_and_its_script_cannot_reach_this_trl` fails
+when either changes.
 """
 
 from __future__ import annotations
@@ -60,7 +68,11 @@ def device_map(topology):
         return function()
 
 
-_NO_RECIPE = "scripts/run_dpo.py builds the keywords inline and is not in the distribution"
+_NO_RECIPE = (
+    "the package loads no model: scripts/run_dpo.py builds the keywords inline, is not in the distribution "
+    "and cannot run against TRL 1.16 "
+    "(DPOTrainer(model_init_kwargs=..., beta=...) and DPOConfig.max_prompt_length are gone)"
+)
 IMPLEMENTATION = Implementation(
     name="alignment-handbook",
     divergences=Path(__file__).with_name("alignment-handbook.toml"),
