@@ -1,4 +1,4 @@
-"""The README's findings, five short tables generated from what the project has recorded, never
+"""The README's findings, six short tables generated from what the project has recorded, never
 typed in: what changed in the policy load at each TRL release (the committed sweep,
 `conformance/sweep/`), how other frameworks' loading code compares with TRL's (the committed
 compatibility recordings, `conformance/recorded/compatibility/`), and whether the planners'
@@ -115,9 +115,17 @@ def per_rank_8b() -> str:
     return planned_table()
 
 
+def per_rank_measured() -> str:
+    """What DeepSpeed ZeRO-1/2/3 and FSDP2 held per rank on 2 CPU ranks, against the plan
+    (the committed recording, `conformance/recorded/sharded-2rank/`, as docs/distributed.md prints it)."""
+    from scripts.distributed_tables import measured_table
+
+    return measured_table()
+
+
 #: Block name -> its generator, in the order of the README.
 BLOCKS = {"trl-changes": trl_changes, "frameworks": frameworks, "planners": planners, "trl3168": trl3168,
-          "per-rank-8b": per_rank_8b}
+          "per-rank-8b": per_rank_8b, "per-rank-measured": per_rank_measured}
 END = "<!-- front-door:end -->"
 
 

@@ -6,7 +6,7 @@
    committed recording of `conformance/sharded_run.py` (`conformance/recorded/sharded-2rank/`),
    beside the plan for the same run.
 
-`tests/test_distributed_docs.py` holds docs/distributed.md equal to this output.
+`tests/test_sharding_plan.py` holds docs/distributed.md equal to this output.
 """
 
 from __future__ import annotations
