@@ -104,3 +104,22 @@ def _component_table(run: Run) -> str:
                 )
         lines.append(f"| {extra['case_id']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def peer_table(run: Run, names: tuple[str, ...]) -> str:
+    """The named peers' estimates beside each measured step peak, for peers that exist only where their
+    library installs (DeepSpeed's, in `tox -e dist-cpu`): the main table, made where it is not installed,
+    says n/a for them, and this one is printed where it is."""
+    measured = [e for e in sorted(run.train, key=lambda e: e["case_id"]) if e["train_step"]["peak"]["measured_bytes"]]
+    lines = [
+        "| case | measured peak | " + " | ".join(f"{name} | off" for name in names) + " |",
+        "|---|---:|" + "---:|---:|" * len(names),
+    ]
+    for extra in measured:
+        cells = [extra["case_id"], format_bytes(extra["train_step"]["peak"]["measured_bytes"])]
+        for name in names:
+            peer = extra["peers"].get(name, {})
+            estimate = peer.get("estimate_bytes")
+            cells += ["n/a" if estimate is None else format_bytes(estimate), _off(peer.get("off"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
