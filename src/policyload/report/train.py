@@ -77,9 +77,14 @@ def train_table(run: Run) -> str:
     return "\n".join(lines) + "\n" + ("\n" + components if components else "")
 
 
+def _measured_cases(run: Run) -> list[dict]:
+    """The training cases whose step peak the machine measured, in case order."""
+    return [e for e in sorted(run.train, key=lambda e: e["case_id"]) if e["train_step"]["peak"]["measured_bytes"]]
+
+
 def _component_table(run: Run) -> str:
     """Planned / measured per isolated component, for the cases whose memory was measured."""
-    measured = [e for e in sorted(run.train, key=lambda e: e["case_id"]) if e["train_step"]["peak"]["measured_bytes"]]
+    measured = _measured_cases(run)
     if not measured:
         return ""
     lines = [
@@ -110,7 +115,7 @@ def peer_table(run: Run, names: tuple[str, ...]) -> str:
     """The named peers' estimates beside each measured step peak, for peers that exist only where their
     library installs (DeepSpeed's, in `tox -e dist-cpu`): the main table, made where it is not installed,
     says n/a for them, and this one is printed where it is."""
-    measured = [e for e in sorted(run.train, key=lambda e: e["case_id"]) if e["train_step"]["peak"]["measured_bytes"]]
+    measured = _measured_cases(run)
     lines = [
         "| case | measured peak | " + " | ".join(f"{name} | off" for name in names) + " |",
         "|---|---:|" + "---:|---:|" * len(names),
